@@ -1,0 +1,172 @@
+"""Settings: one typed object, the same names as keywords, TOML keys and CLI flags.
+
+``Settings`` is the single source of every setting. ``Server(handler,
+max_message_size=...)`` takes its fields as keywords, a TOML file uses them
+as keys (``fastsmtp serve --config FILE``), and the CLI derives its flags
+from them: ``max_message_size`` is ``--max-message-size``; a list field is a
+repeatable flag named by its ``flag`` metadata (``listen`` is ``--listen``);
+a boolean is ``--name``/``--no-name``. ``fastsmtp settings`` prints this
+table, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "Settings", "load_toml"]
+
+
+class ConfigError(ValueError):
+    """A setting has a bad name or value; the message says which and why."""
+
+
+def _setting(default: Any, help: str, *, flag: str | None = None, factory: bool = False) -> Any:
+    meta = {"help": help, "flag": flag}
+    if factory:
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every fastsmtp setting, with its default."""
+
+    # --- listeners and identity ---
+    listen: tuple[str, ...] = _setting(
+        ("127.0.0.1:8025",), "plain SMTP listener as HOST:PORT (repeatable)", flag="listen"
+    )
+    hostname: str = _setting(
+        socket.gethostname, "name in the greeting, EHLO reply and Received:", factory=True
+    )
+    lmtp: bool = _setting(False, "speak LMTP (RFC 2033) instead of SMTP")
+
+    # --- the local handler (serve) ---
+    maildir: str | None = _setting(None, "deliver into this Maildir (created if missing)")
+    mbox: str | None = _setting(None, "append to this mbox file")
+    sink: bool = _setting(False, "accept and discard every message")
+    print: bool = _setting(False, "write every message to standard output")
+
+    # --- limits (RFC 5321 §4.5.3) ---
+    max_message_size: int = _setting(
+        32 * 1024 * 1024, "largest message accepted, in octets (advertised by SIZE)"
+    )
+    max_recipients: int = _setting(100, "recipients per transaction; more get 452 4.5.3")
+    max_command_line: int = _setting(512, "longest command line, in octets with CRLF")
+    max_line_length: int = _setting(
+        1000, "longest message text line, in octets with CRLF (0: no limit)"
+    )
+    max_errors: int = _setting(10, "bad commands before the server says 421 and closes")
+    command_timeout: float = _setting(300.0, "seconds to wait for a command (RFC: 5 min)")
+    data_timeout: float = _setting(180.0, "seconds to wait for more message data (RFC: 3 min)")
+
+    # --- wire strictness ---
+    strict_crlf: bool = _setting(
+        True, "refuse bare CR/LF in commands and messages (against SMTP smuggling)"
+    )
+    lenient_addresses: bool = _setting(False, "accept MAIL/RCPT paths without angle brackets")
+
+    # --- extensions ---
+    pipelining: bool = _setting(True, "advertise PIPELINING (RFC 2920)")
+    eightbitmime: bool = _setting(True, "advertise 8BITMIME (RFC 6152)")
+    smtputf8: bool = _setting(True, "advertise SMTPUTF8 (RFC 6531)")
+
+    # --- runtime ---
+    loop: str = _setting("asyncio", "event loop: asyncio or uvloop")
+    log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_recipients", "max_errors"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_command_line < 64:
+            raise ConfigError("max_command_line must be at least 64 octets (RFC 5321 §4.5.3.1.4)")
+        if self.max_line_length and self.max_line_length < 3:
+            raise ConfigError("max_line_length must be 0 (no limit) or at least 3 octets")
+        if self.command_timeout <= 0 or self.data_timeout <= 0:
+            raise ConfigError("command_timeout and data_timeout must be positive seconds")
+        if self.loop not in ("asyncio", "uvloop"):
+            raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
+        chosen = [n for n in ("maildir", "mbox", "sink", "print") if getattr(self, n)]
+        if len(chosen) > 1:
+            raise ConfigError(f"choose one local handler, not {' and '.join(chosen)}")
+        for spec in self.listen:
+            parse_hostport(spec, setting="listen")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: Settings | None = None) -> Settings:
+        """Build settings from keywords or TOML keys, naming any unknown one."""
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r}; see 'fastsmtp settings' for the list")
+            changes[name] = _coerce(name, known[name].type, value)
+        return replace(base, **changes) if base else cls(**changes)
+
+    def handler_name(self) -> str | None:
+        """Which local handler the settings choose, if any."""
+        for name in ("maildir", "mbox", "sink", "print"):
+            if getattr(self, name):
+                return name
+        return None
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Check a value's type against the field's annotation (a string here)."""
+    text = str(kind)
+    if text.startswith("tuple"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings, not {value!r}")
+        return tuple(value)
+    expected: tuple[type, ...]
+    if text == "bool":
+        expected = (bool,)
+    elif text == "int":
+        expected = (int,)
+    elif text == "float":
+        expected = (int, float)
+    else:
+        expected = (str, type(None)) if "None" in text else (str,)
+    if not isinstance(value, expected) or (text != "bool" and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {text}, not {value!r}")
+    return float(value) if text == "float" else value
+
+
+def parse_hostport(spec: str, *, setting: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` or ``[IPv6]:PORT``; raise ConfigError naming ``setting``."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting} needs HOST:PORT, not {spec!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port)
+
+
+def load_toml(path: str | Path, base: Settings | None = None) -> Settings:
+    """Read settings from a TOML file (top-level keys are setting names)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return Settings.from_mapping(data, base)
+
+
+def setting_fields() -> list[tuple[str, str, Any, str]]:
+    """``(name, flag, default, help)`` for every setting, for the CLI and docs."""
+    out = []
+    for f in fields(Settings):
+        default = f.default if f.default is not MISSING else "(computed)"
+        flag = "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
+        out.append((f.name, flag, default, f.metadata["help"]))
+    return out

@@ -1,0 +1,83 @@
+"""The handler API: what an application overrides to decide and store mail.
+
+Subclass ``Handler`` and define only the hooks you need. Each may be a
+coroutine (``async def``) or a plain function; plain ones run in a thread
+pool so they never block the event loop (write to disk there freely). A
+hook returns ``None`` to accept, or a ``Reply`` to answer something else:
+a 4xx/5xx reply refuses. An exception in a hook is logged with its
+traceback and answered with ``451 4.3.0``; the server keeps running.
+
+Hooks that a handler does not define cost nothing: the server looks them
+up once, when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from .protocol.replies import Reply
+from .session import Address, Envelope, Session
+
+__all__ = ["HOOKS", "Address", "Envelope", "Handler", "Reply", "Session"]
+
+
+class Handler:
+    """Base class for handlers; every hook is optional.
+
+    The hooks, in the order a session calls them::
+
+        on_connect(session)                       -> Reply | None
+        on_helo(session, host_name)               -> Reply | None
+        on_mail(session, envelope, sender)        -> Reply | None   (sender: Address)
+        on_rcpt(session, envelope, rcpt)          -> Reply | None   (rcpt: Address)
+        on_message(session, envelope)             -> Reply | None   (envelope.content: bytes)
+        on_reset(session, envelope)               -> None           (RSET or a new EHLO)
+        on_disconnect(session)                    -> None
+
+    ``on_mail`` and ``on_rcpt`` run before the address is added to the
+    envelope: the envelope shows what was accepted so far. A 250 reply to
+    DATA is sent only after ``on_message`` returns, so a handler that
+    stores mail must have made it durable by then.
+    """
+
+
+#: the hook names a handler may define
+HOOKS = (
+    "on_connect",
+    "on_helo",
+    "on_mail",
+    "on_rcpt",
+    "on_message",
+    "on_reset",
+    "on_disconnect",
+)
+
+HookCall = Callable[..., Awaitable[Any]]
+
+
+def bind_hooks(handler: object) -> dict[str, HookCall]:
+    """Map each hook the handler defines to an awaitable-returning callable.
+
+    Coroutine functions are called as they are; plain functions are wrapped
+    to run in the loop's default thread pool.
+    """
+    bound: dict[str, HookCall] = {}
+    for name in HOOKS:
+        fn = getattr(handler, name, None)
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise TypeError(f"{type(handler).__name__}.{name} must be callable")
+        if inspect.iscoroutinefunction(fn):
+            bound[name] = fn
+        else:
+            bound[name] = partial(_in_thread, fn)
+    return bound
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))

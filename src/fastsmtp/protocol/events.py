@@ -1,0 +1,131 @@
+"""Events that ``ServerConnection.next_event()`` returns.
+
+Events marked *decision* wait for ``ServerConnection.respond()`` before the
+connection reads further: the I/O layer asks the handler, then answers.
+The others are notices; the connection has already replied where a reply
+was due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .replies import Reply
+
+__all__ = [
+    "NEED_DATA",
+    "BodyChunk",
+    "Closed",
+    "DataStarted",
+    "Event",
+    "Expand",
+    "Hello",
+    "MailFrom",
+    "MessageAborted",
+    "MessageEnd",
+    "NeedData",
+    "RcptTo",
+    "Reset",
+    "Verify",
+]
+
+
+class NeedData:
+    """No complete event is buffered: feed more bytes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """*Decision*: HELO, EHLO or LHLO (``verb``) with the client's name."""
+
+    verb: str
+    host_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailFrom:
+    """*Decision*: MAIL FROM, parsed and checked against the advertised extensions."""
+
+    address: str
+    options: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RcptTo:
+    """*Decision*: RCPT TO, parsed."""
+
+    address: str
+    options: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    """*Decision*: VRFY; the default answer is 252 (RFC 5321 §3.5.3)."""
+
+    argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expand:
+    """*Decision*: EXPN; the default answer is 502 (RFC 5321 §3.5.2)."""
+
+    argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataStarted:
+    """DATA was accepted with 354; body chunks follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Part of the message body, dot-unstuffed, in arrival order."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnd:
+    """*Decision*: the body is complete and valid; accept or refuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAborted:
+    """The body was refused by the protocol (``reply`` was sent); drop it."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The transaction was abandoned (RSET, or HELO/EHLO during one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The connection is over (QUIT, peer EOF, timeout, errors); close the transport."""
+
+    reason: str
+
+
+Event = (
+    Hello
+    | MailFrom
+    | RcptTo
+    | Verify
+    | Expand
+    | DataStarted
+    | BodyChunk
+    | MessageEnd
+    | MessageAborted
+    | Reset
+    | Closed
+)

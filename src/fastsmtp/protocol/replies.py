@@ -1,0 +1,159 @@
+"""Every reply fastsmtp sends, in one table.
+
+A ``Reply`` is a code, an enhanced status code (RFC 3463) and text. RFC 2034
+§3 puts an enhanced code on every 2xx, 4xx and 5xx reply except the greeting
+and the answers to HELO/EHLO/LHLO; those, and the 354 and 334 intermediate
+replies, have ``enhanced=None``.
+
+Code elsewhere refers to these constants, never to literal codes, so that
+what the server says can be read (and changed) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: ``Reply(550, "5.1.1", "No such user here")``.
+
+    ``text`` may hold several lines separated by ``"\\n"``; each is sent as
+    one line of a multi-line reply (RFC 5321 §4.2.1).
+    """
+
+    code: int
+    enhanced: str | None
+    text: str
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"SMTP reply code must be 200-599, not {self.code}")
+        if self.enhanced is not None and self.enhanced[:1] != str(self.code)[0]:
+            raise ValueError(
+                f"enhanced status {self.enhanced!r} must start with the class "
+                f"of reply code {self.code}"
+            )
+
+    @property
+    def is_success(self) -> bool:
+        """A 2xx reply (or 3xx, an intermediate success)."""
+        return self.code < 400
+
+    @property
+    def is_permanent(self) -> bool:
+        """A 5xx reply."""
+        return self.code >= 500
+
+    def encode(self) -> bytes:
+        """The reply as it goes on the wire, CRLF-terminated."""
+        return _encode(self)
+
+    def __str__(self) -> str:
+        return self.encode().decode("utf-8").rstrip("\r\n")
+
+
+@lru_cache(maxsize=1024)
+def _encode(reply: Reply) -> bytes:
+    # Most replies are the constants below: encode each once.
+    lines = reply.text.split("\n") or [""]
+    prefix = f"{reply.enhanced} " if reply.enhanced else ""
+    last = len(lines) - 1
+    out = [
+        f"{reply.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
+        for i, line in enumerate(lines)
+    ]
+    return "".join(out).encode("utf-8")
+
+
+# --- connection ------------------------------------------------------------
+def greeting(hostname: str) -> Reply:
+    """220, sent on connect (RFC 5321 §4.3.1); no enhanced code (RFC 2034 §3)."""
+    return Reply(220, None, f"{hostname} ESMTP fastsmtp")
+
+
+def lmtp_greeting(hostname: str) -> Reply:
+    """220 for LMTP (RFC 2033)."""
+    return Reply(220, None, f"{hostname} LMTP fastsmtp")
+
+
+def bye(hostname: str) -> Reply:
+    """221 after QUIT."""
+    return Reply(221, "2.0.0", f"{hostname} closing connection")
+
+
+def timeout(hostname: str) -> Reply:
+    """421 when the client was silent too long (RFC 5321 §4.5.3.2)."""
+    return Reply(421, "4.4.2", f"{hostname} Error: timeout exceeded")
+
+
+def shutting_down(hostname: str) -> Reply:
+    """421 when the server stops (RFC 5321 §3.8)."""
+    return Reply(421, "4.3.2", f"{hostname} Service shutting down, closing connection")
+
+
+def too_many_errors(hostname: str) -> Reply:
+    """421 after too many bad commands (RFC 5321 §4.3.2 allows closing)."""
+    return Reply(421, "4.7.0", f"{hostname} Error: too many errors")
+
+
+# --- success ---------------------------------------------------------------
+OK = Reply(250, "2.0.0", "OK")
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+VRFY_CANNOT = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = Reply(
+    214,
+    "2.0.0",
+    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN\n"
+    "See RFC 5321 for details",
+)
+
+
+def queued(queue_id: str) -> Reply:
+    """250 after DATA, naming the message's id (as Postfix does)."""
+    return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
+
+
+# --- syntax and sequence (RFC 5321 §4.2.2, §4.3.2) -------------------------
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Error: command not recognized")
+LINE_TOO_LONG = Reply(500, "5.5.6", "Error: line too long")
+BARE_LINE_ENDING = Reply(500, "5.5.2", "Error: bare CR or LF received; lines must end with CRLF")
+NO_ARGUMENTS = Reply(501, "5.5.4", "Syntax error: this command takes no arguments")
+SYNTAX_HELO = Reply(501, "5.5.4", "Syntax: HELO/EHLO hostname")
+SYNTAX_MAIL = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
+SYNTAX_RCPT = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
+SYNTAX_VRFY = Reply(501, "5.5.4", "Syntax: VRFY address")
+BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
+BAD_RECIPIENT = Reply(501, "5.1.3", "Bad recipient address syntax")
+BAD_PARAMETER = Reply(501, "5.5.4", "Malformed parameter")
+BAD_BODY = Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+BAD_SIZE = Reply(501, "5.5.4", "SIZE must be a number of octets")
+UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Unsupported parameter")
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address or parameter requires SMTPUTF8")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
+EXPN_DISABLED = Reply(502, "5.5.1", "Error: EXPN is not available")
+NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
+NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
+NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+# RFC 2920 §3.1: DATA after no successful RCPT MUST fail with 503.
+NO_VALID_RECIPIENTS = Reply(503, "5.5.1", "Error: no valid recipients")
+
+# --- limits ----------------------------------------------------------------
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")
+DATA_LINE_TOO_LONG = Reply(
+    554, "5.6.0", "Error: message refused, a line is longer than the limit (RFC 5321 §4.5.3.1.6)"
+)
+# Only CRLF ends a line; anything else is how SMTP smuggling works.
+DATA_BARE_LINE_ENDING = Reply(
+    554, "5.6.0", "Error: message refused, bare CR or LF in message; lines must end with CRLF"
+)
+
+# --- handler failures --------------------------------------------------------
+HANDLER_ERROR = Reply(451, "4.3.0", "Error: local error in processing, try again later")

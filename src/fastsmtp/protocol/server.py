@@ -1,0 +1,467 @@
+"""The server side of SMTP as a sans-IO state machine.
+
+Theory of operation
+===================
+
+``ServerConnection`` never touches a socket. The I/O layer hands it bytes
+with ``receive_data`` (``b""`` for EOF), pulls events with ``next_event``
+until it returns ``NEED_DATA``, and writes what ``data_to_send`` returns.
+Replies that the protocol can give by itself (syntax errors, bad sequence,
+NOOP, RSET, HELP, QUIT, the 354 to DATA) are queued at once; commands that
+need the application's word are returned as *decision* events (``Hello``,
+``MailFrom``, ``RcptTo``, ``MessageEnd``, ``Verify``, ``Expand``) and the
+connection waits for ``respond(reply)`` (``None`` accepts with the default
+reply) before it reads further. Replies accumulate until the I/O layer
+takes them, so a pipelined group (RFC 2920) is answered with one write once
+the input is drained.
+
+The connection is always in one ``State``. Which commands each state admits
+is the table ``_SEQUENCE``; a command outside its states gets the 503 named
+there. After DATA the body is decoded chunk by chunk by the wire layer's
+``DataDecoder`` and surfaces as ``BodyChunk`` events, never as one buffer.
+
+Every 5xx for a malformed or out-of-sequence command counts as an error;
+after ``max_errors`` the connection answers 421 and closes (RFC 5321
+§4.3.2 lets a server close on abuse).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+
+from ..config import Settings
+from ..session import Envelope, Session
+from ..wire import (
+    BareLineEnding,
+    DataDecoder,
+    DataError,
+    LineReader,
+    LineTooLong,
+    ParseError,
+    parse_command,
+    parse_mail,
+    parse_rcpt,
+)
+from . import replies as R
+from .events import (
+    NEED_DATA,
+    BodyChunk,
+    Closed,
+    DataStarted,
+    Event,
+    Expand,
+    Hello,
+    MailFrom,
+    MessageAborted,
+    MessageEnd,
+    NeedData,
+    RcptTo,
+    Reset,
+    Verify,
+)
+from .replies import Reply
+
+__all__ = ["ServerConnection", "State", "ehlo_reply"]
+
+
+class State(enum.Enum):
+    """Where a connection is in the SMTP dialogue."""
+
+    CONNECTED = "connected"  # greeted, waiting for HELO/EHLO
+    READY = "ready"  # greeted both ways, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # receiving the message body
+    CLOSED = "closed"
+
+
+_IN_TRANSACTION = frozenset({State.MAIL, State.RCPT})
+
+# verb -> (states that admit it, reply for every other state); verbs not
+# listed are admitted in every state. RFC 5321 §4.1.4 gives the order.
+_SEQUENCE: dict[str, tuple[frozenset[State], dict[State, Reply]]] = {
+    "MAIL": (
+        frozenset({State.READY}),
+        {State.CONNECTED: R.NEED_HELO, State.MAIL: R.NESTED_MAIL, State.RCPT: R.NESTED_MAIL},
+    ),
+    "RCPT": (frozenset(_IN_TRANSACTION), {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL}),
+    # RFC 2920 §3.1: DATA with no accepted recipient fails with 503.
+    "DATA": (
+        frozenset({State.RCPT}),
+        {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL, State.MAIL: R.NO_VALID_RECIPIENTS},
+    ),
+}
+
+_MAIL_ERRORS = {
+    "syntax": R.SYNTAX_MAIL,
+    "address": R.BAD_SENDER,
+    "utf8": R.NEEDS_SMTPUTF8,
+    "param": R.BAD_PARAMETER,
+}
+_RCPT_ERRORS = {
+    "syntax": R.SYNTAX_RCPT,
+    "address": R.BAD_RECIPIENT,
+    "utf8": R.NEEDS_SMTPUTF8,
+    "param": R.BAD_PARAMETER,
+}
+_DATA_ERRORS = {
+    DataError.TOO_BIG: R.MESSAGE_TOO_BIG,
+    DataError.LINE_TOO_LONG: R.DATA_LINE_TOO_LONG,
+    DataError.BARE_LINE_ENDING: R.DATA_BARE_LINE_ENDING,
+}
+
+
+class ServerConnection:
+    """One server-side SMTP connection, without I/O (see the module doc)."""
+
+    def __init__(
+        self, settings: Settings, session: Session, extensions: Sequence[str] = ()
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.envelope = Envelope()
+        self.state = State.CONNECTED
+        self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
+        self._decoder: DataDecoder | None = None
+        self._data_done = False
+        self._decision: Event | None = None
+        self._eof = False
+        self._errors = 0
+        self._out: list[bytes] = []
+        self._extensions = tuple(extensions)
+
+    # --- what the I/O layer calls ---------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once the connection is over; flush ``data_to_send`` and close."""
+        return self.state is State.CLOSED
+
+    @property
+    def in_data(self) -> bool:
+        """True while a message body is being received (DATA timeout applies)."""
+        return self.state is State.DATA
+
+    @property
+    def pending_decision(self) -> Event | None:
+        """The decision event that waits for ``respond``, if any."""
+        return self._decision
+
+    def greet(self, reply: Reply | None = None) -> None:
+        """Send the greeting, or ``reply`` (4xx/5xx) to refuse the client and close."""
+        if reply is None or reply.code < 400:
+            self._send(reply or R.greeting(self.settings.hostname))
+        else:
+            self._send(reply)
+            self.state = State.CLOSED
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer; ``b""`` means the peer closed its side."""
+        if self.state is State.CLOSED:
+            return
+        if data:
+            self._reader.feed(data)
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer since the last call."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def timed_out(self) -> None:
+        """The peer was silent too long: say 421 and close (RFC 5321 §4.5.3.2)."""
+        self._close_with(R.timeout(self.settings.hostname))
+
+    def shutdown(self) -> None:
+        """The server is stopping: say 421 and close (RFC 5321 §3.8)."""
+        self._close_with(R.shutting_down(self.settings.hostname))
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or ``NEED_DATA`` when more input is needed."""
+        if self._decision is not None:
+            raise RuntimeError(f"respond() to {self._decision!r} before reading on")
+        if self.state is State.CLOSED:
+            return NEED_DATA
+        if self.state is State.DATA:
+            return self._body_event()
+        reader = self._reader
+        while True:
+            try:
+                line = reader.next_line()
+            except LineTooLong:
+                event = self._bad(R.LINE_TOO_LONG)
+            except BareLineEnding:
+                event = self._bad(R.BARE_LINE_ENDING)
+            else:
+                if line is None:
+                    if self._eof:
+                        return self._close("connection closed by client")
+                    return NEED_DATA
+                verb, args = parse_command(line)
+                command = _COMMANDS.get(verb)
+                if command is None:
+                    event = self._bad(R.UNKNOWN_COMMAND)
+                else:
+                    event = self._run(verb, command, args)
+            if event is not None:
+                return event
+
+    def respond(self, reply: Reply | None = None) -> None:
+        """Answer the pending decision; ``None`` accepts with the default reply.
+
+        A reply below 400 accepts, anything else refuses.
+        """
+        event = self._decision
+        if event is None:
+            raise RuntimeError("no decision is pending")
+        self._decision = None
+        accept = reply is None or reply.code < 400
+        if isinstance(event, Hello):
+            if accept:
+                self._reset_transaction()
+                self.session.host_name = event.host_name
+                self.session.extended = event.verb != "HELO"
+                self.state = State.READY
+                if self.session.extended:
+                    reply = ehlo_reply(self.settings, self._extensions)
+                else:
+                    reply = reply or Reply(250, None, self.settings.hostname)
+        elif isinstance(event, MailFrom):
+            if accept:
+                env = self.envelope
+                env.mail_from = event.address
+                env.mail_options = event.options
+                env.smtputf8 = "SMTPUTF8" in event.options
+                body = event.options.get("BODY")
+                env.body_type = body.upper() if body else None
+                self.state = State.MAIL
+                reply = reply or R.SENDER_OK
+        elif isinstance(event, RcptTo):
+            if accept:
+                self.envelope.rcpt_tos.append(event.address)
+                self.envelope.rcpt_options.append(event.options)
+                self.state = State.RCPT
+                reply = reply or R.RECIPIENT_OK
+        elif isinstance(event, MessageEnd):
+            if accept:
+                self.session.transactions += 1
+            self._reset_transaction()
+            self.state = State.READY
+            reply = reply or R.OK
+        elif isinstance(event, Verify):
+            reply = reply or R.VRFY_CANNOT
+        elif isinstance(event, Expand):
+            reply = reply or R.EXPN_DISABLED
+        assert reply is not None
+        self._send(reply)
+
+    # --- internals ------------------------------------------------------
+    def _send(self, reply: Reply) -> None:
+        self._out.append(reply.encode())
+
+    def _decide(self, event: Event) -> Event:
+        self._decision = event
+        return event
+
+    def _close(self, reason: str) -> Closed:
+        self.state = State.CLOSED
+        self._decoder = None
+        return Closed(reason)
+
+    def _close_with(self, reply: Reply) -> None:
+        if self.state is not State.CLOSED:
+            self._send(reply)
+            self._close(reply.text)
+            self._decision = None
+
+    def _bad(self, reply: Reply) -> Closed | None:
+        """A client error: reply, count it, and close after too many."""
+        self._send(reply)
+        self._errors += 1
+        if self._errors >= self.settings.max_errors:
+            self._send(R.too_many_errors(self.settings.hostname))
+            return self._close("too many errors")
+        return None
+
+    def _reset_transaction(self) -> None:
+        if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
+            self.envelope = Envelope()
+
+    def _run(
+        self, verb: str, command: Callable[[ServerConnection, bytes], Event | None], args: bytes
+    ) -> Event | None:
+        rule = _SEQUENCE.get(verb)
+        if rule is not None and self.state not in rule[0]:
+            return self._bad(rule[1][self.state])
+        return command(self, args)
+
+    def _body_event(self) -> Event | NeedData:
+        decoder = self._decoder
+        assert decoder is not None
+        if not self._data_done:
+            chunk = self._reader.drain()
+            if not chunk:
+                if self._eof:
+                    return self._close("connection lost during DATA")
+                return NEED_DATA
+            body, done, leftover = decoder.feed(chunk)
+            if done:
+                # The reader was drained, so pipelined commands keep their order.
+                self._reader.feed(leftover)
+                self._data_done = True
+            if body and not decoder.error:
+                return BodyChunk(body)
+            if not done:
+                return NEED_DATA
+        self._data_done = False
+        self._decoder = None
+        if decoder.error:
+            reply = _DATA_ERRORS[decoder.error]
+            self._send(reply)
+            self._reset_transaction()
+            self.state = State.READY
+            return MessageAborted(reply)
+        return self._decide(MessageEnd())
+
+    # --- commands (RFC 5321 §4.1.1) -------------------------------------
+    def _hello(self, verb: str, args: bytes) -> Event | None:
+        if not args:
+            return self._bad(R.SYNTAX_HELO)
+        return self._decide(Hello(verb, args.decode("utf-8", "replace")))
+
+    def _helo(self, args: bytes) -> Event | None:
+        return self._hello("HELO", args)
+
+    def _ehlo(self, args: bytes) -> Event | None:
+        return self._hello("EHLO", args)
+
+    def _mail(self, args: bytes) -> Event | None:
+        try:
+            address, params = parse_mail(args, lenient=self.settings.lenient_addresses)
+        except ParseError as exc:
+            return self._bad(_MAIL_ERRORS[exc.kind])
+        problem = self._check_mail_params(params)
+        if problem is not None:
+            return problem
+        return self._decide(MailFrom(address, params))
+
+    def _check_mail_params(self, params: dict[str, str | None]) -> Closed | None:
+        settings = self.settings
+        if params and not self.session.extended:
+            # Parameters are ESMTP: not after plain HELO (RFC 5321 §4.1.2).
+            return self._bad(R.UNKNOWN_PARAMETER)
+        for key, value in params.items():
+            if key == "SIZE":  # RFC 1870 §6
+                if value is None or not value.isdigit():
+                    return self._bad(R.BAD_SIZE)
+                if int(value) > settings.max_message_size:
+                    self._send(R.MESSAGE_TOO_BIG)
+                    return None
+            elif key == "BODY" and settings.eightbitmime:  # RFC 6152
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    return self._bad(R.BAD_BODY)
+            elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
+                if value is not None:
+                    return self._bad(R.BAD_PARAMETER)
+            else:
+                return self._bad(R.UNKNOWN_PARAMETER)
+        return None
+
+    def _rcpt(self, args: bytes) -> Event | None:
+        try:
+            address, params = parse_rcpt(
+                args, utf8=self.envelope.smtputf8, lenient=self.settings.lenient_addresses
+            )
+        except ParseError as exc:
+            return self._bad(_RCPT_ERRORS[exc.kind])
+        if params:
+            return self._bad(R.UNKNOWN_PARAMETER)
+        if len(self.envelope.rcpt_tos) >= self.settings.max_recipients:
+            # RFC 5321 §4.5.3.1.8: 452 and the client may retry the rest later.
+            self._send(R.TOO_MANY_RECIPIENTS)
+            return None
+        return self._decide(RcptTo(address, params))
+
+    def _data(self, args: bytes) -> Event | None:
+        if args:
+            return self._bad(R.NO_ARGUMENTS)
+        settings = self.settings
+        self._decoder = DataDecoder(
+            settings.max_message_size, settings.max_line_length, settings.strict_crlf
+        )
+        self.state = State.DATA
+        self._send(R.START_DATA)
+        return DataStarted()
+
+    def _rset(self, args: bytes) -> Event | None:
+        if args:
+            return self._bad(R.NO_ARGUMENTS)
+        self._reset_transaction()
+        if self.state is not State.CONNECTED:
+            self.state = State.READY
+        self._send(R.OK)
+        return Reset()
+
+    def _noop(self, args: bytes) -> Event | None:
+        # RFC 5321 §4.1.1.9: a NOOP argument is allowed and ignored.
+        self._send(R.OK)
+        return None
+
+    def _quit(self, args: bytes) -> Event | None:
+        if args:
+            return self._bad(R.NO_ARGUMENTS)
+        self._send(R.bye(self.settings.hostname))
+        return self._close("QUIT")
+
+    def _help(self, args: bytes) -> Event | None:
+        self._send(R.HELP)
+        return None
+
+    def _vrfy(self, args: bytes) -> Event | None:
+        if not args:
+            return self._bad(R.SYNTAX_VRFY)
+        return self._decide(Verify(args.decode("utf-8", "replace")))
+
+    def _expn(self, args: bytes) -> Event | None:
+        if not args:
+            return self._bad(R.SYNTAX_VRFY)
+        return self._decide(Expand(args.decode("utf-8", "replace")))
+
+    def _not_implemented(self, args: bytes) -> Event | None:
+        return self._bad(R.NOT_IMPLEMENTED)
+
+
+_COMMANDS: dict[str, Callable[[ServerConnection, bytes], Event | None]] = {
+    "HELO": ServerConnection._helo,
+    "EHLO": ServerConnection._ehlo,
+    "MAIL": ServerConnection._mail,
+    "RCPT": ServerConnection._rcpt,
+    "DATA": ServerConnection._data,
+    "RSET": ServerConnection._rset,
+    "NOOP": ServerConnection._noop,
+    "QUIT": ServerConnection._quit,
+    "HELP": ServerConnection._help,
+    "VRFY": ServerConnection._vrfy,
+    "EXPN": ServerConnection._expn,
+    # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
+    "TURN": ServerConnection._not_implemented,
+}
+
+def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
+    """The EHLO reply: the host name, then the extensions actually enabled."""
+    lines = [settings.hostname]
+    if settings.pipelining:
+        lines.append("PIPELINING")
+    lines.append(f"SIZE {settings.max_message_size}")
+    if settings.eightbitmime:
+        lines.append("8BITMIME")
+    if settings.smtputf8:
+        lines.append("SMTPUTF8")
+    lines.append("ENHANCEDSTATUSCODES")
+    lines.extend(extensions)
+    # RFC 2034 §3: no enhanced code on the EHLO reply.
+    return Reply(250, None, "\n".join(lines))

@@ -1,0 +1,485 @@
+"""The asyncio server: listeners, timeouts, dispatch to the handler.
+
+Each connection is an ``asyncio.Protocol`` (so uvloop works unchanged)
+wrapping a sans-IO ``ServerConnection``. ``data_received`` feeds the
+connection and runs its events synchronously; only a handler hook that has
+to be awaited makes a task, and reading pauses until it is answered. The
+replies produced while the input lasts are written with one ``write``
+(RFC 2920 batching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from email.utils import format_datetime
+from itertools import count
+from typing import Any
+
+from .config import Settings, parse_hostport
+from .handler import HookCall, bind_hooks
+from .protocol import replies as R
+from .protocol.events import (
+    NEED_DATA,
+    BodyChunk,
+    Closed,
+    DataStarted,
+    Event,
+    Expand,
+    Hello,
+    MailFrom,
+    MessageAborted,
+    MessageEnd,
+    RcptTo,
+    Reset,
+    Verify,
+)
+from .protocol.replies import Reply
+from .protocol.server import ServerConnection
+from .session import Address, Session
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("fastsmtp")
+
+# Ids: a per-process random prefix and a counter, unique across --workers.
+_ID_PREFIX = os.urandom(4).hex().upper()
+_ids = count(1)
+
+
+def new_id() -> str:
+    """A unique id for a session or a message (as in Postfix's queue ids)."""
+    return f"{_ID_PREFIX}{next(_ids):08X}"
+
+
+class Server:
+    """An SMTP server running a handler.
+
+    ``Server(handler, hostname="mx.example.com", max_message_size=...)``
+    takes every ``Settings`` field as a keyword (or ``settings=`` as a
+    whole). Without a handler the settings choose one (``maildir=``,
+    ``mbox=``, ``sink=True``, ``print=True``).
+    """
+
+    def __init__(
+        self, handler: object | None = None, *, settings: Settings | None = None, **kwargs: Any
+    ) -> None:
+        if kwargs or settings is None:
+            settings = Settings.from_mapping(kwargs, base=settings)
+        self.settings = settings
+        if handler is None:
+            from .handlers import from_settings
+
+            handler = from_settings(settings)
+        self.handler = handler
+        self.hooks = bind_hooks(handler)
+        self.extensions: tuple[str, ...] = ()
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._connections: set[SMTPProtocol] = set()
+        self._all_closed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._date_cache = (0, "")
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every listening socket."""
+        out = []
+        for listener in self._listeners:
+            for sock in listener.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((host, port))
+        return out
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Listen on ``host:port``, or on every ``listen`` setting when not given."""
+        loop = asyncio.get_running_loop()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        if host is not None or port is not None:
+            targets = [(host or "127.0.0.1", port or 0)]
+        else:
+            targets = [parse_hostport(spec, setting="listen") for spec in self.settings.listen]
+        for target_host, target_port in targets:
+            listener = await loop.create_server(
+                lambda: SMTPProtocol(self),
+                target_host,
+                target_port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._listeners.append(listener)
+        for address in self.addresses:
+            log.info("listening on %s:%d as %s", address[0], address[1], self.settings.hostname)
+
+    async def serve(self, host: str | None = None, port: int | None = None) -> None:
+        """Start listening and serve until cancelled; then close gracefully."""
+        await self.start(host, port)
+        try:
+            await asyncio.Future()
+        finally:
+            await self.close()
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Stop listening, answer 421 on idle connections, let busy ones finish.
+
+        A connection whose handler is storing a message finishes that first
+        (never a half-written file), then gets its 421. After ``grace``
+        seconds whatever is left is aborted.
+        """
+        for listener in self._listeners:
+            listener.close()
+        for protocol in list(self._connections):
+            protocol.shutdown()
+        if self._all_closed is not None:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), grace)
+            except TimeoutError:
+                for protocol in list(self._connections):
+                    protocol.abort()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- used by the connections ------------------------------------------
+    def _register(self, protocol: SMTPProtocol) -> None:
+        self._connections.add(protocol)
+        if self._all_closed is not None:
+            self._all_closed.clear()
+
+    def _unregister(self, protocol: SMTPProtocol) -> None:
+        self._connections.discard(protocol)
+        if not self._connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def received_header(self, session: Session, queue_id: str, rcpt_tos: list[str]) -> bytes:
+        """Our ``Received:`` trace header (RFC 5321 §4.4), first in every message."""
+        now = int(time.time())
+        if self._date_cache[0] != now:
+            self._date_cache = (now, format_datetime(_localtime(now)))
+        peer = session.peer
+        ip = peer[0] if isinstance(peer, tuple) else "unix"
+        helo = (session.host_name or "unknown").replace("(", "").replace(")", "")
+        proto = "LMTP" if self.settings.lmtp else "ESMTP" if session.extended else "SMTP"
+        if session.tls:
+            proto += "S"
+        if session.auth:
+            proto += "A"  # RFC 3848
+        recipient = f"\r\n\tfor <{rcpt_tos[0]}>" if len(rcpt_tos) == 1 else ""
+        return (
+            f"Received: from {helo} ([{ip}])\r\n\tby {self.settings.hostname} (fastsmtp) "
+            f"with {proto} id {queue_id}{recipient};\r\n\t{self._date_cache[1]}\r\n"
+        ).encode("utf-8", "replace")
+
+
+def _localtime(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds).astimezone()
+
+
+class SMTPProtocol(asyncio.Protocol):
+    """One client connection: a transport around a ``ServerConnection``."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.hooks = server.hooks
+        self.conn: ServerConnection
+        self.transport: asyncio.Transport | None = None
+        self._busy = False
+        self._stopping = False
+        self._body: list[bytes] = []
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # --- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        session = Session(id=new_id(), peer=tuple(peer[:2]) if isinstance(peer, tuple) else peer)
+        self.conn = ServerConnection(self.server.settings, session, self.server.extensions)
+        self.server._register(self)
+        self._last_activity = self._loop.time()
+        settings = self.server.settings
+        # The shorter timeout first; _check_timeout re-arms for the state.
+        self._arm_timer(min(settings.command_timeout, settings.data_timeout))
+        log.debug("%s: connect from %s", session.id, session.peer)
+        hook = self.hooks.get("on_connect")
+        if hook is None:
+            self.conn.greet()
+            self._flush()
+        else:
+            self._await(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        self.conn.receive_data(data)
+        if not self._busy:
+            self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        if not self._busy:
+            self._process()
+        return True  # we close the transport ourselves, after the last reply
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        session = self.conn.session
+        if not self.conn.closed:
+            log.info("%s: connection lost from %s", session.id, session.peer)
+        self._stopping = True
+        self.server._unregister(self)
+        hook = self.hooks.get("on_disconnect")
+        if hook is not None:
+            self.server._spawn(self._notify(hook, session))
+
+    # --- event processing -------------------------------------------------
+    def _process(self) -> None:
+        conn = self.conn
+        while not self._busy:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            pending = _DISPATCH[type(event)](self, event)
+            if pending is not None:
+                self._await(pending)
+                return
+        self._flush()
+
+    def _await(self, pending: Awaitable[None]) -> None:
+        """Run a hook; read nothing more until it has answered."""
+        self._busy = True
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.server._spawn(self._resume_after(pending))
+
+    async def _resume_after(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        finally:
+            self._busy = False
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        if self._stopping:
+            self.shutdown()
+        else:
+            self._process()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        out = self.conn.data_to_send()
+        if transport.is_closing():
+            return
+        if out:
+            transport.write(out)
+        if self.conn.closed:
+            transport.close()
+
+    async def _call(self, name: str, *args: Any) -> Reply | None:
+        """Call a hook; an exception becomes 451 4.3.0 and a logged traceback."""
+        try:
+            result = await self.hooks[name](*args)
+        except Exception:
+            log.exception("%s: %s hook failed", self.conn.session.id, name)
+            return R.HANDLER_ERROR
+        if result is not None and not isinstance(result, Reply):
+            log.error(
+                "%s: %s returned %r; hooks return None or a Reply",
+                self.conn.session.id,
+                name,
+                result,
+            )
+            return R.HANDLER_ERROR
+        return result
+
+    async def _decide(self, name: str, *args: Any, default: Reply | None = None) -> None:
+        reply = await self._call(name, *args)
+        if not self.conn.closed:
+            self.conn.respond(reply or default)
+
+    async def _notify(self, hook: HookCall, *args: Any) -> None:
+        try:
+            await hook(*args)
+        except Exception:
+            log.exception("%s: %s hook failed", self.conn.session.id, hook)
+
+    async def _connect(self) -> None:
+        reply = await self._call("on_connect", self.conn.session)
+        self.conn.greet(reply)
+        self._flush()
+
+    # --- one method per event ---------------------------------------------
+    def _on_hello(self, event: Hello) -> Awaitable[None] | None:
+        if "on_helo" not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide("on_helo", self.conn.session, event.host_name)
+
+    def _on_mail(self, event: MailFrom) -> Awaitable[None] | None:
+        if "on_mail" not in self.hooks:
+            self.conn.respond()
+            return None
+        sender = Address(event.address, event.options)
+        return self._decide("on_mail", self.conn.session, self.conn.envelope, sender)
+
+    def _on_rcpt(self, event: RcptTo) -> Awaitable[None] | None:
+        if "on_rcpt" not in self.hooks:
+            self.conn.respond()
+            return None
+        rcpt = Address(event.address, event.options)
+        return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
+
+    def _on_default(self, event: Event) -> None:
+        self.conn.respond()
+
+    def _on_data(self, event: DataStarted) -> None:
+        self._body = []
+
+    def _on_body(self, event: BodyChunk) -> None:
+        self._body.append(event.data)
+
+    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        conn = self.conn
+        envelope = conn.envelope
+        queue_id = new_id()
+        envelope.queue_id = queue_id
+        trace = self.server.received_header(conn.session, queue_id, envelope.rcpt_tos)
+        self._body.insert(0, trace)
+        envelope.content = b"".join(self._body)
+        self._body = []
+        if "on_message" not in self.hooks:
+            self._log_message(R.queued(queue_id))
+            conn.respond(R.queued(queue_id))
+            return None
+        return self._store(queue_id)
+
+    async def _store(self, queue_id: str) -> None:
+        conn = self.conn
+        reply = await self._call("on_message", conn.session, conn.envelope)
+        reply = reply or R.queued(queue_id)
+        self._log_message(reply)
+        if not conn.closed:
+            conn.respond(reply)
+
+    def _log_message(self, reply: Reply) -> None:
+        env = self.conn.envelope
+        if reply.is_success:
+            log.info(
+                "%s: from=<%s> to=<%s> size=%d session=%s",
+                env.queue_id,
+                env.mail_from,
+                ">,<".join(env.rcpt_tos),
+                len(env.content or b""),
+                self.conn.session.id,
+            )
+        else:
+            log.info("%s: refused by handler: %s", env.queue_id, reply)
+
+    def _on_aborted(self, event: MessageAborted) -> None:
+        self._body = []
+        log.info("%s: message refused: %s", self.conn.session.id, event.reply)
+
+    def _on_reset(self, event: Reset) -> Awaitable[None] | None:
+        hook = self.hooks.get("on_reset")
+        if hook is None:
+            return None
+        return self._notify(hook, self.conn.session, self.conn.envelope)
+
+    def _on_closed(self, event: Closed) -> None:
+        log.debug("%s: closing: %s", self.conn.session.id, event.reason)
+
+    # --- timeouts and shutdown --------------------------------------------
+    def _arm_timer(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self._last_activity + delay, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        """Fire 421 if idle too long; otherwise re-arm for the remainder."""
+        settings = self.server.settings
+        delay = settings.data_timeout if self.conn.in_data else settings.command_timeout
+        if self._busy or self._loop.time() < self._last_activity + delay:
+            if self._busy:
+                self._last_activity = self._loop.time()
+            self._arm_timer(delay)
+            return
+        log.info("%s: timeout after %.0f s", self.conn.session.id, delay)
+        self.conn.timed_out()
+        self._flush()
+
+    def shutdown(self) -> None:
+        """The server is stopping: 421 now, or after the hook in progress."""
+        self._stopping = True
+        if self._busy or self.transport is None or self.transport.is_closing():
+            return
+        self.conn.shutdown()
+        self._flush()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
+    Hello: SMTPProtocol._on_hello,
+    MailFrom: SMTPProtocol._on_mail,
+    RcptTo: SMTPProtocol._on_rcpt,
+    Verify: SMTPProtocol._on_default,
+    Expand: SMTPProtocol._on_default,
+    DataStarted: SMTPProtocol._on_data,
+    BodyChunk: SMTPProtocol._on_body,
+    MessageEnd: SMTPProtocol._on_message,
+    MessageAborted: SMTPProtocol._on_aborted,
+    Reset: SMTPProtocol._on_reset,
+    Closed: SMTPProtocol._on_closed,
+}
+
+
+def run(handler: object | None = None, **settings: Any) -> None:
+    """Run a server until SIGINT/SIGTERM, then close it gracefully.
+
+    ``settings`` are ``Settings`` fields; ``loop="uvloop"`` uses uvloop.
+    """
+    server = Server(handler, **settings)
+    _run_server(server)
+
+
+def _run_server(server: Server) -> None:
+    import signal
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, stop.set)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                pass
+        await server.start()
+        await stop.wait()
+        log.info("shutting down")
+        await server.close()
+
+    if server.settings.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+

@@ -1,0 +1,69 @@
+"""What a connection and a mail transaction carry: ``Session``, ``Envelope``, ``Address``.
+
+These are plain data, shared by the sans-IO protocol (which fills them in
+as commands are accepted) and by handlers (which read them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+__all__ = ["Address", "Envelope", "Session"]
+
+
+@dataclass(slots=True)
+class Address:
+    """A mailbox from ``MAIL FROM`` or ``RCPT TO`` with its ESMTP parameters.
+
+    ``address`` is the mailbox as the client wrote it, without angle
+    brackets and source route (``""`` for the null sender ``<>``).
+    ``options`` maps uppercased parameter names to values (``None`` for a
+    parameter without ``=value``).
+    """
+
+    address: str
+    options: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Session:
+    """One client connection.
+
+    ``peer`` is the client's address as the socket reports it
+    (``(host, port)`` for TCP). ``host_name`` is what the client said in
+    HELO/EHLO/LHLO (``None`` before). ``extended`` is true after EHLO or
+    LHLO. ``tls`` is true once the connection is encrypted; ``auth`` holds
+    the authenticated identity, if any. ``id`` is unique per connection and
+    appears in the logs.
+    """
+
+    id: str
+    peer: tuple[str, int] | str | None = None
+    host_name: str | None = None
+    extended: bool = False
+    tls: bool = False
+    auth: str | None = None
+    transactions: int = 0
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction: sender, recipients and, after DATA, content.
+
+    ``mail_from`` is ``None`` until MAIL is accepted and ``""`` for the null
+    sender. ``rcpt_tos[i]`` was accepted with ``rcpt_options[i]``.
+    ``content`` holds the message as received (dot-unstuffed, CRLF line
+    endings) with fastsmtp's ``Received:`` header first, once DATA has
+    ended. ``body_type`` is ``"7BIT"`` or ``"8BITMIME"`` from MAIL's BODY
+    parameter (``None`` when not given). ``smtputf8`` is true when MAIL
+    carried SMTPUTF8. ``queue_id`` is the id given in the 250 reply to DATA
+    and in the ``Received:`` header.
+    """
+
+    mail_from: str | None = None
+    mail_options: dict[str, str | None] = field(default_factory=dict)
+    rcpt_tos: list[str] = field(default_factory=list)
+    rcpt_options: list[dict[str, str | None]] = field(default_factory=list)
+    smtputf8: bool = False
+    body_type: str | None = None
+    content: bytes | None = None
+    queue_id: str | None = None

@@ -43,7 +43,6 @@ class Settings:
     hostname: str = _setting(
         socket.gethostname, "name in the greeting, EHLO reply and Received:", factory=True
     )
-    lmtp: bool = _setting(False, "speak LMTP (RFC 2033) instead of SMTP")
 
     # --- the local handler (serve) ---
     maildir: str | None = _setting(None, "deliver into this Maildir (created if missing)")
@@ -137,7 +136,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         expected = (str, type(None)) if "None" in text else (str,)
     if not isinstance(value, expected) or (text != "bool" and isinstance(value, bool)):
         raise ConfigError(f"{name} must be {text}, not {value!r}")
-    return float(value) if text == "float" else value
+    return float(value) if text == "float" else value  # type: ignore[arg-type]
 
 
 def parse_hostport(spec: str, *, setting: str) -> tuple[str, int]:

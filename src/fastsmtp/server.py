@@ -11,8 +11,10 @@ replies produced while the input lasts are written with one ``write``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -42,7 +44,7 @@ from .protocol.replies import Reply
 from .protocol.server import ServerConnection
 from .session import Address, Session
 
-__all__ = ["Server", "run"]
+__all__ = ["Server", "run", "run_until_signal"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -78,7 +80,7 @@ class Server:
         self.handler = handler
         self.hooks = bind_hooks(handler)
         self.extensions: tuple[str, ...] = ()
-        self._listeners: list[asyncio.AbstractServer] = []
+        self._listeners: list[asyncio.Server] = []
         self._connections: set[SMTPProtocol] = set()
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,7 +172,7 @@ class Server:
         peer = session.peer
         ip = peer[0] if isinstance(peer, tuple) else "unix"
         helo = (session.host_name or "unknown").replace("(", "").replace(")", "")
-        proto = "LMTP" if self.settings.lmtp else "ESMTP" if session.extended else "SMTP"
+        proto = "ESMTP" if session.extended else "SMTP"
         if session.tls:
             proto += "S"
         if session.auth:
@@ -457,20 +459,19 @@ def run(handler: object | None = None, **settings: Any) -> None:
     ``settings`` are ``Settings`` fields; ``loop="uvloop"`` uses uvloop.
     """
     server = Server(handler, **settings)
-    _run_server(server)
+    run_until_signal(server)
 
 
-def _run_server(server: Server) -> None:
-    import signal
+def run_until_signal(server: Server) -> None:
+    """Serve until SIGINT/SIGTERM, then close gracefully (``fastsmtp serve``)."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # Not on Windows, nor outside the main thread.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
-                pass
         await server.start()
         await stop.wait()
         log.info("shutting down")
@@ -482,4 +483,3 @@ def _run_server(server: Server) -> None:
         uvloop.run(main())
     else:
         asyncio.run(main())
-

@@ -7,6 +7,7 @@ as commands are accepted) and by handlers (which read them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 __all__ = ["Address", "Envelope", "Session"]
 
 

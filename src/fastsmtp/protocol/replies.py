@@ -63,8 +63,7 @@ def _encode(reply: Reply) -> bytes:
     prefix = f"{reply.enhanced} " if reply.enhanced else ""
     last = len(lines) - 1
     out = [
-        f"{reply.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
-        for i, line in enumerate(lines)
+        f"{reply.code}{' ' if i == last else '-'}{prefix}{line}\r\n" for i, line in enumerate(lines)
     ]
     return "".join(out).encode("utf-8")
 
@@ -109,8 +108,7 @@ VRFY_CANNOT = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and
 HELP = Reply(
     214,
     "2.0.0",
-    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN\n"
-    "See RFC 5321 for details",
+    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN\nSee RFC 5321 for details",
 )
 
 

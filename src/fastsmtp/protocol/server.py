@@ -189,6 +189,7 @@ class ServerConnection:
         if self.state is State.DATA:
             return self._body_event()
         reader = self._reader
+        event: Event | None
         while True:
             try:
                 line = reader.next_line()
@@ -450,6 +451,7 @@ _COMMANDS: dict[str, Callable[[ServerConnection, bytes], Event | None]] = {
     # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
     "TURN": ServerConnection._not_implemented,
 }
+
 
 def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
     """The EHLO reply: the host name, then the extensions actually enabled."""

@@ -9,6 +9,7 @@ of ``fastsmtp.wire._py``.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from . import _py as _impl
 from ._defs import (
@@ -22,9 +23,10 @@ from ._defs import (
 
 #: ``"c"`` when the compiled module is in use, ``"py"`` for the pure twin
 IMPLEMENTATION = "py"
-if not os.environ.get("FASTSMTP_NO_EXTENSIONS"):
+# Type checkers see the pure module; the compiled one has the same API.
+if not TYPE_CHECKING and not os.environ.get("FASTSMTP_NO_EXTENSIONS"):
     try:
-        from . import _c as _impl  # type: ignore[no-redef]
+        from . import _c as _impl
 
         IMPLEMENTATION = "c"
     except ImportError:  # not built: an sdist without a compiler, a dev tree

@@ -8,17 +8,16 @@ implementation is loaded.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Union
 
 #: what the wire functions accept as input (``collections.abc.Buffer`` is 3.12+)
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 __all__ = [
+    "BareLineEnding",
     "Buffer",
     "DataError",
     "LineError",
     "LineTooLong",
-    "BareLineEnding",
     "ParseError",
 ]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fastsmtp import Collect
 from fastsmtp.testing import running
-
-from typing import Any
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,9 @@ from typing import Any
     ],
     ids=["new-connection", "reuse", "5-recipients"],
 )
-def test_smtp_source_delivers_every_message(flags: list[str], recipients: int, smtp_source: str, run_tool: Any) -> None:
+def test_smtp_source_delivers_every_message(
+    flags: list[str], recipients: int, smtp_source: str, run_tool: Any
+) -> None:
     handler = Collect()
     with running(handler, hostname="mx.test") as (host, port):
         result = run_tool(

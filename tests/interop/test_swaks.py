@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastsmtp import Collect, Maildir
 from fastsmtp.testing import running
-
-from typing import Any
 
 # Lines that start with "." are dot-stuffed by swaks and must come back as sent.
 BODY = "Subject: interop\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nplain line\r\n"
@@ -17,7 +16,9 @@ def _maildir_messages(root: Path) -> list[bytes]:
     return [p.read_bytes() for p in sorted((root / "new").iterdir())]
 
 
-def test_pipelined_delivery_into_maildir_is_byte_exact(tmp_path: Path, swaks: str, run_tool: Any) -> None:
+def test_pipelined_delivery_into_maildir_is_byte_exact(
+    tmp_path: Path, swaks: str, run_tool: Any
+) -> None:
     root = tmp_path / "Maildir"
     with running(Maildir(str(root)), hostname="mx.test") as (host, port):
         result = run_tool(
@@ -54,7 +55,9 @@ def test_swaks_sees_recipient_refusal_and_quits_cleanly(swaks: str, run_tool: An
     assert handler.envelopes[0].rcpt_tos == ["one@b.example"]
 
 
-def test_swaks_smuggling_attempt_is_refused_and_nothing_delivered(swaks: str, run_tool: Any) -> None:
+def test_swaks_smuggling_attempt_is_refused_and_nothing_delivered(
+    swaks: str, run_tool: Any
+) -> None:
     handler = Collect()
     # A bare-LF "terminator" followed by a second, smuggled transaction.
     smuggled = (

@@ -1,0 +1,159 @@
+"""`fastsmtp serve` as a user runs it: a real process, real signals, real sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str], timeout: float) -> str:
+    """Read the server's log (stderr) until a line matches; fail after ``timeout``."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(deadline - time.monotonic()):
+                break
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if pattern.search(line):
+                return line
+    raise AssertionError(f"server never logged {pattern.pattern!r}; log: {''.join(seen)}")
+
+
+@contextmanager
+def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """Run ``python -m fastsmtp serve`` on a free loopback port; stop it after."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastsmtp", "serve", "--listen", "127.0.0.1:0", *flags],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        match = LISTENING.search(_read_until(proc, LISTENING, 20))
+        assert match is not None
+        yield proc, (match.group(1), int(match.group(2)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=20)
+
+
+def test_serve_delivers_to_maildir_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    with serve("--maildir", str(maildir), "--hostname", "mx.test") as (proc, address):
+        with smtplib.SMTP(*address, timeout=10) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: cli\r\n\r\nhi\r\n")
+        line = _read_until(proc, re.compile(r"from=<a@example.com> to=<b@example.com>"), 10)
+        assert "size=" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    files = list((maildir / "new").iterdir())
+    assert len(files) == 1
+    assert files[0].read_bytes().endswith(b"Subject: cli\n\nhi\n") or files[
+        0
+    ].read_bytes().endswith(b"Subject: cli\r\n\r\nhi\r\n")
+
+
+def test_sigint_sends_421_to_connected_clients(tmp_path: Path) -> None:
+    with serve("--sink") as (proc, address):
+        client = smtplib.SMTP(*address, timeout=10)
+        client.ehlo()
+        proc.send_signal(signal.SIGINT)
+        code, message = client.getreply()
+        assert (code, message[:5]) == (421, b"4.3.2")
+        assert proc.wait(timeout=20) == 0
+        client.close()
+
+
+def test_serve_without_a_handler_says_what_to_choose() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fastsmtp", "serve", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--maildir DIR, --mbox FILE, --sink or --print" in result.stderr
+
+
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "fastsmtp.toml"
+    config.write_text('sink = true\nhostname = "from-config.test"\nmax_message_size = 1000\n')
+    with serve("--config", str(config), "--max-message-size", "2000") as (proc, address):
+        with smtplib.SMTP(*address, timeout=10) as client:
+            code, text = client.ehlo()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert code == 250
+    assert text.startswith(b"from-config.test")
+    assert b"SIZE 2000" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("sink = true\nmax_mesage_size = 5\n", "unknown setting 'max_mesage_size'"),
+        ("sink = true\nmax_message_size = 'big'\n", "max_message_size must be int"),
+        ("sink = true\nmaildir = '/tmp/x'\n", "choose one local handler"),
+        ("sink = [", "is not valid TOML"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastsmtp", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_an_error_not_a_traceback() -> None:
+    with serve("--sink") as (_, (host, port)):
+        result = subprocess.run(
+            [sys.executable, "-m", "fastsmtp", "serve", "--sink", "--listen", f"{host}:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "address already in use" in result.stderr.lower()
+
+
+def test_settings_and_version_commands() -> None:
+    table = subprocess.run(
+        [sys.executable, "-m", "fastsmtp", "settings"], capture_output=True, text=True, timeout=30
+    )
+    assert table.returncode == 0
+    assert "| `max_message_size` | `--max-message-size` | `33554432` |" in table.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "fastsmtp", "--version"], capture_output=True, text=True, timeout=30
+    )
+    import fastsmtp
+
+    assert version.stdout.strip() == f"fastsmtp {fastsmtp.__version__}"

@@ -201,6 +201,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_delay = 0.0
         self._loop = asyncio.get_running_loop()
 
     # --- asyncio.Protocol ---------------------------------------------------
@@ -258,6 +259,7 @@ class SMTPProtocol(asyncio.Protocol):
             if pending is not None:
                 self._await(pending)
                 return
+        self._rearm_for_state()
         self._flush()
 
     def _await(self, pending: Awaitable[None]) -> None:
@@ -323,6 +325,8 @@ class SMTPProtocol(asyncio.Protocol):
 
     async def _connect(self) -> None:
         reply = await self._call("on_connect", self.conn.session)
+        if reply is R.HANDLER_ERROR:
+            reply = R.HANDLER_ERROR_AT_CONNECT
         self.conn.greet(reply)
         self._flush()
 
@@ -410,7 +414,19 @@ class SMTPProtocol(asyncio.Protocol):
     def _arm_timer(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._timer_delay = delay
         self._timer = self._loop.call_at(self._last_activity + delay, self._check_timeout)
+
+    def _rearm_for_state(self) -> None:
+        """Switch timeouts when DATA starts or ends (RFC 5321 §4.5.3.2 gives each its own).
+
+        The timer is otherwise re-armed only when it fires, which would let
+        the previous state's timeout run on.
+        """
+        settings = self.server.settings
+        delay = settings.data_timeout if self.conn.in_data else settings.command_timeout
+        if delay != self._timer_delay and not self.conn.closed:
+            self._arm_timer(delay)
 
     def _check_timeout(self) -> None:
         """Fire 421 if idle too long; otherwise re-arm for the remainder."""

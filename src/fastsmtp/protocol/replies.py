@@ -155,3 +155,5 @@ DATA_BARE_LINE_ENDING = Reply(
 
 # --- handler failures --------------------------------------------------------
 HANDLER_ERROR = Reply(451, "4.3.0", "Error: local error in processing, try again later")
+# A greeting may only be 220, 421 or 554 (RFC 5321 §4.3.2).
+HANDLER_ERROR_AT_CONNECT = Reply(421, "4.3.0", "Error: local error, try again later")

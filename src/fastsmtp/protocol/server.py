@@ -126,6 +126,8 @@ class ServerConnection:
         self._decoder: DataDecoder | None = None
         self._data_done = False
         self._decision: Event | None = None
+        # A notice to return before reading on (Reset after a HELO/EHLO during a transaction).
+        self._notice: Event | None = None
         self._eof = False
         self._errors = 0
         self._out: list[bytes] = []
@@ -184,6 +186,9 @@ class ServerConnection:
         """The next event, or ``NEED_DATA`` when more input is needed."""
         if self._decision is not None:
             raise RuntimeError(f"respond() to {self._decision!r} before reading on")
+        if self._notice is not None:
+            notice, self._notice = self._notice, None
+            return notice
         if self.state is State.CLOSED:
             return NEED_DATA
         if self.state is State.DATA:
@@ -223,6 +228,9 @@ class ServerConnection:
         accept = reply is None or reply.code < 400
         if isinstance(event, Hello):
             if accept:
+                if self.state in _IN_TRANSACTION:
+                    # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
+                    self._notice = Reset()
                 self._reset_transaction()
                 self.session.host_name = event.host_name
                 self.session.extended = event.verb != "HELO"
@@ -346,30 +354,34 @@ class ServerConnection:
         except ParseError as exc:
             return self._bad(_MAIL_ERRORS[exc.kind])
         problem = self._check_mail_params(params)
+        if problem is R.MESSAGE_TOO_BIG:
+            # RFC 1870 §6.1: 552 for a declared size over the limit; not a client error.
+            self._send(problem)
+            return None
         if problem is not None:
-            return problem
+            return self._bad(problem)
         return self._decide(MailFrom(address, params))
 
-    def _check_mail_params(self, params: dict[str, str | None]) -> Closed | None:
+    def _check_mail_params(self, params: dict[str, str | None]) -> Reply | None:
+        """The reply refusing MAIL's parameters, or None when they are acceptable."""
         settings = self.settings
         if params and not self.session.extended:
             # Parameters are ESMTP: not after plain HELO (RFC 5321 §4.1.2).
-            return self._bad(R.UNKNOWN_PARAMETER)
+            return R.UNKNOWN_PARAMETER
         for key, value in params.items():
             if key == "SIZE":  # RFC 1870 §6
                 if value is None or not value.isdigit():
-                    return self._bad(R.BAD_SIZE)
+                    return R.BAD_SIZE
                 if int(value) > settings.max_message_size:
-                    self._send(R.MESSAGE_TOO_BIG)
-                    return None
+                    return R.MESSAGE_TOO_BIG
             elif key == "BODY" and settings.eightbitmime:  # RFC 6152
                 if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-                    return self._bad(R.BAD_BODY)
+                    return R.BAD_BODY
             elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
                 if value is not None:
-                    return self._bad(R.BAD_PARAMETER)
+                    return R.BAD_PARAMETER
             else:
-                return self._bad(R.UNKNOWN_PARAMETER)
+                return R.UNKNOWN_PARAMETER
         return None
 
     def _rcpt(self, args: bytes) -> Event | None:

@@ -1,0 +1,177 @@
+"""Fixtures for the sans-IO protocol tests: a ``ServerConnection`` driven with bytes.
+
+``Driver`` plays the I/O layer without any socket: it feeds bytes, pulls
+events until ``NEED_DATA``, answers each decision event (by default with
+``None``, the protocol's own acceptance) and parses what the connection
+queued for the peer into ``WireReply`` objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from fastsmtp.config import Settings
+from fastsmtp.protocol.events import (
+    NEED_DATA,
+    BodyChunk,
+    DataStarted,
+    Event,
+    MessageEnd,
+)
+from fastsmtp.protocol.replies import Reply
+from fastsmtp.protocol.server import ServerConnection
+from fastsmtp.session import Envelope, Session
+
+HOSTNAME = "mx.test"
+PEER = ("192.0.2.7", 40123)
+_LINE = re.compile(rb"^(\d{3})([ -])(.*)$", re.S)
+_ENHANCED = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
+
+Decide = Callable[[Event], Reply | None]
+
+
+@dataclass
+class WireReply:
+    """One reply as the peer sees it: the code, and each line's text."""
+
+    code: int
+    lines: list[str]
+
+    @property
+    def enhanced(self) -> str | None:
+        """The enhanced status code on the last line, if it carries one."""
+        first = self.lines[-1].split(" ", 1)[0]
+        return first if _ENHANCED.match(first) else None
+
+    @property
+    def text(self) -> str:
+        """The human-readable text, without the enhanced code on each line."""
+        code = self.enhanced
+        if code is None:
+            return "\n".join(self.lines)
+        return "\n".join(line.removeprefix(code + " ") for line in self.lines)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.lines}"
+
+
+def parse_replies(data: bytes) -> list[WireReply]:
+    """Split reply bytes into replies; fail on anything that is not a reply line."""
+    replies: list[WireReply] = []
+    lines: list[str] = []
+    assert data == b"" or data.endswith(b"\r\n"), data
+    for raw in data.split(b"\r\n")[:-1]:
+        match = _LINE.match(raw)
+        assert match, f"not an SMTP reply line: {raw!r}"
+        code, sep, text = match.groups()
+        lines.append(text.decode("utf-8"))
+        if sep == b" ":
+            replies.append(WireReply(int(code), lines))
+            lines = []
+    assert not lines, f"unfinished multi-line reply: {lines!r}"
+    return replies
+
+
+class Driver:
+    """A ``ServerConnection`` and a scripted application around it."""
+
+    def __init__(self, settings: Settings, decide: Decide | None = None) -> None:
+        self.conn = ServerConnection(settings, Session(id="T1", peer=PEER))
+        self.decide: Decide = decide or (lambda event: None)
+        self.events: list[Event] = []
+        #: (envelope, body) of every message the application accepted
+        self.delivered: list[tuple[Envelope, bytes]] = []
+        #: every byte queued for the peer after the greeting
+        self.output = bytearray()
+        self._body: list[bytes] = []
+        self.conn.greet()
+        self.greeting = parse_replies(self.conn.data_to_send())
+
+    def feed(self, data: bytes) -> bytes:
+        """Give the connection ``data`` (``b""``: EOF); return what it wants to send."""
+        self.conn.receive_data(data)
+        self.pump()
+        out = self.conn.data_to_send()
+        self.output += out
+        return out
+
+    def merged_events(self) -> list[Event]:
+        """Events with consecutive ``BodyChunk``s joined (chunking is not behaviour)."""
+        out: list[Event] = []
+        for event in self.events:
+            if isinstance(event, BodyChunk) and out and isinstance(out[-1], BodyChunk):
+                out[-1] = BodyChunk(out[-1].data + event.data)
+            else:
+                out.append(event)
+        return out
+
+    def replies(self) -> list[WireReply]:
+        """Every reply sent after the greeting."""
+        return parse_replies(bytes(self.output))
+
+    def pump(self) -> None:
+        for _ in range(100_000):
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                return
+            self.events.append(event)
+            if isinstance(event, DataStarted):
+                self._body = []
+            elif isinstance(event, BodyChunk):
+                self._body.append(event.data)
+            if self.conn.pending_decision is not None:
+                assert self.conn.pending_decision is event
+                reply = self.decide(event)
+                if isinstance(event, MessageEnd) and (reply is None or reply.code < 400):
+                    self.delivered.append((self.conn.envelope, b"".join(self._body)))
+                self.conn.respond(reply)
+        raise AssertionError("the connection never asked for more data")
+
+    def send(self, data: bytes) -> list[WireReply]:
+        """Feed ``data`` and return the replies it produced."""
+        return parse_replies(self.feed(data))
+
+    def cmd(self, line: str | bytes) -> WireReply:
+        """Send one command line; exactly one reply must come back."""
+        raw = line.encode("utf-8") if isinstance(line, str) else line
+        replies = self.send(raw + b"\r\n")
+        assert len(replies) == 1, [str(r) for r in replies]
+        return replies[0]
+
+    def ehlo(self) -> WireReply:
+        reply = self.cmd("EHLO client.example")
+        assert reply.code == 250, reply
+        return reply
+
+    def begin(self, sender: str = "<alice@example.com>", *rcpts: str) -> None:
+        """EHLO, MAIL and RCPT (default one recipient), each answered with 250."""
+        self.ehlo()
+        assert self.cmd(f"MAIL FROM:{sender}").code == 250
+        for rcpt in rcpts or ("<bob@example.com>",):
+            assert self.cmd(f"RCPT TO:{rcpt}").code == 250
+
+
+def make_settings(**kwargs: Any) -> Settings:
+    kwargs.setdefault("hostname", HOSTNAME)
+    return Settings(**kwargs)
+
+
+@pytest.fixture
+def connect() -> Callable[..., Driver]:
+    """``connect(decide=None, **settings)`` returns a greeted ``Driver``."""
+
+    def make(decide: Decide | None = None, **settings: Any) -> Driver:
+        return Driver(make_settings(**settings), decide)
+
+    return make
+
+
+@pytest.fixture
+def smtp(connect: Callable[..., Driver]) -> Driver:
+    """A greeted connection with default settings."""
+    return connect()

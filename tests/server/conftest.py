@@ -1,0 +1,219 @@
+"""Fixtures for the asyncio server tests: real loopback sockets, bounded waits.
+
+``serve(handler, **settings)`` starts a server with
+``fastsmtp.testing.running`` (stopped when the test ends) and returns its
+``(host, port)``. ``client(addr)`` opens a raw socket client that has read
+the greeting; ``RawClient`` sends bytes and reads whole replies with a
+deadline, for what smtplib cannot express (pipelining, bare CR/LF,
+half-close, garbage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from fastsmtp.testing import running
+
+HOSTNAME = "mx.test"
+TIMEOUT = 5.0  # seconds for any one socket operation
+DEADLINE = 10.0  # seconds for any one multi-read wait
+
+_LINE = re.compile(rb"^(\d{3})([ -])(.*)$", re.S)
+_ENHANCED = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
+_QUEUED = re.compile(r"queued as (\S+)")
+
+Address = tuple[str, int]
+
+
+@dataclass
+class SMTPReply:
+    """One reply as a client sees it: the code and each line's text."""
+
+    code: int
+    lines: list[str]
+
+    @property
+    def enhanced(self) -> str | None:
+        """The enhanced status code starting the last line, if any."""
+        first = self.lines[-1].split(" ", 1)[0]
+        return first if _ENHANCED.match(first) else None
+
+    @property
+    def text(self) -> str:
+        """The text without the enhanced code on each line."""
+        code = self.enhanced
+        if code is None:
+            return "\n".join(self.lines)
+        return "\n".join(line.removeprefix(code + " ") for line in self.lines)
+
+    @property
+    def queue_id(self) -> str | None:
+        """The id in a ``250 ... queued as ID`` reply."""
+        match = _QUEUED.search(self.text)
+        return match.group(1) if match else None
+
+    def __repr__(self) -> str:
+        return f"<{self.code} {self.lines!r}>"
+
+
+class RawClient:
+    """A blocking socket client that speaks bytes and reads replies with a deadline."""
+
+    def __init__(self, addr: Address, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock.settimeout(timeout)
+        self._buf = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _line(self, deadline: float) -> bytes:
+        while True:
+            end = self._buf.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 2]
+                return line
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no complete reply line; have {bytes(self._buf)!r}")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"server closed the connection; have {bytes(self._buf)!r}")
+            self._buf += chunk
+
+    def reply(self, deadline: float | None = None) -> SMTPReply:
+        """Read one (possibly multi-line) reply."""
+        deadline = deadline or time.monotonic() + DEADLINE
+        lines: list[str] = []
+        for _ in range(1000):
+            raw = self._line(deadline)
+            match = _LINE.match(raw)
+            assert match, f"not an SMTP reply line: {raw!r}"
+            code, sep, text = match.groups()
+            lines.append(text.decode("utf-8"))
+            if sep == b" ":
+                return SMTPReply(int(code), lines)
+        raise AssertionError("reply with more than 1000 lines")
+
+    def replies(self, n: int) -> list[SMTPReply]:
+        """Read exactly ``n`` replies within one deadline."""
+        deadline = time.monotonic() + DEADLINE
+        return [self.reply(deadline) for _ in range(n)]
+
+    def cmd(self, line: str | bytes) -> SMTPReply:
+        """Send one command line and read its reply."""
+        raw = line.encode("utf-8") if isinstance(line, str) else line
+        self.send(raw + b"\r\n")
+        return self.reply()
+
+    def ehlo(self, name: str = "client.example") -> SMTPReply:
+        reply = self.cmd(f"EHLO {name}")
+        assert reply.code == 250, reply
+        return reply
+
+    def begin(self, sender: str = "<alice@example.com>", *rcpts: str) -> None:
+        """EHLO, MAIL and RCPT, each answered with 250."""
+        self.ehlo()
+        assert self.cmd(f"MAIL FROM:{sender}").code == 250
+        for rcpt in rcpts or ("<bob@example.com>",):
+            assert self.cmd(f"RCPT TO:{rcpt}").code == 250
+
+    def send_message(self, body: bytes) -> SMTPReply:
+        """DATA, ``body`` (CRLF-terminated, already dot-stuffed), the terminator."""
+        assert self.cmd("DATA").code == 354
+        self.send(body + b".\r\n")
+        return self.reply()
+
+    def assert_quiet(self, seconds: float) -> None:
+        """Wait ``seconds`` on the socket and check the server said nothing."""
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        assert not readable and not self._buf, "the server sent something unexpected"
+
+    def read_until_eof(self) -> bytes:
+        """Everything until the server closes (bounded by the deadline)."""
+        deadline = time.monotonic() + DEADLINE
+        data = bytes(self._buf)
+        self._buf.clear()
+        while time.monotonic() < deadline:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        raise TimeoutError(f"server did not close; got {data!r}")
+
+    def expect_closed(self) -> None:
+        """The server closed the connection with nothing more to say."""
+        assert self.read_until_eof() == b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Servers:
+    """Starts servers with ``fastsmtp.testing.running``; ``stop()`` stops them all."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+
+    def __call__(self, handler: object, **settings: Any) -> Address:
+        settings.setdefault("hostname", HOSTNAME)
+        return self._stack.enter_context(running(handler, port=0, **settings))
+
+    def stop(self) -> None:
+        """Stop every server started so far (closing listeners and connections)."""
+        self._stack.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Servers]:
+    """``serve(handler, **settings)``: a running server's address; stopped at teardown.
+
+    ``serve.stop()`` stops them earlier, e.g. before looking at the logs.
+    """
+    servers = Servers()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def client(serve: Servers) -> Iterator[Callable[..., RawClient]]:
+    """``client(addr)``: a ``RawClient`` that has read the 220 greeting; closed at teardown."""
+    opened: list[RawClient] = []
+
+    def connect(addr: Address, greeting: bool = True) -> RawClient:
+        raw = RawClient(addr)
+        opened.append(raw)
+        if greeting:
+            reply = raw.reply()
+            assert reply.code == 220, reply
+        return raw
+
+    yield connect
+    for raw in opened:
+        raw.close()
+
+
+@pytest.fixture
+def tracebacks(caplog: pytest.LogCaptureFixture) -> Callable[[], list[logging.LogRecord]]:
+    """``tracebacks()``: log records at ERROR or above, or carrying a traceback.
+
+    Call it after the server has stopped, so every record has been emitted.
+    """
+    caplog.set_level(logging.INFO)
+
+    def bad() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+    return bad

@@ -11,8 +11,7 @@ what the server says can be read (and changed) here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 __all__ = ["Reply"]
 
@@ -28,6 +27,8 @@ class Reply:
     code: int
     enhanced: str | None
     text: str
+    # The wire form, computed once: most replies are the constants below.
+    _wire: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -37,6 +38,14 @@ class Reply:
                 f"enhanced status {self.enhanced!r} must start with the class "
                 f"of reply code {self.code}"
             )
+        lines = self.text.split("\n")
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        last = len(lines) - 1
+        wire = "".join(
+            f"{self.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
+            for i, line in enumerate(lines)
+        )
+        object.__setattr__(self, "_wire", wire.encode("utf-8"))
 
     @property
     def is_success(self) -> bool:
@@ -50,22 +59,10 @@ class Reply:
 
     def encode(self) -> bytes:
         """The reply as it goes on the wire, CRLF-terminated."""
-        return _encode(self)
+        return self._wire
 
     def __str__(self) -> str:
-        return self.encode().decode("utf-8").rstrip("\r\n")
-
-
-@lru_cache(maxsize=1024)
-def _encode(reply: Reply) -> bytes:
-    # Most replies are the constants below: encode each once.
-    lines = reply.text.split("\n") or [""]
-    prefix = f"{reply.enhanced} " if reply.enhanced else ""
-    last = len(lines) - 1
-    out = [
-        f"{reply.code}{' ' if i == last else '-'}{prefix}{line}\r\n" for i, line in enumerate(lines)
-    ]
-    return "".join(out).encode("utf-8")
+        return self._wire.decode("utf-8").rstrip("\r\n")
 
 
 # --- connection ------------------------------------------------------------

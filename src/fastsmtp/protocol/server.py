@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..config import Settings
 from ..session import Envelope, Session
@@ -65,32 +66,30 @@ from .replies import Reply
 __all__ = ["ServerConnection", "State", "ehlo_reply"]
 
 
-class State(enum.Enum):
+class State(enum.IntEnum):
     """Where a connection is in the SMTP dialogue."""
 
-    CONNECTED = "connected"  # greeted, waiting for HELO/EHLO
-    READY = "ready"  # greeted both ways, no transaction
-    MAIL = "mail"  # MAIL accepted, no recipient yet
-    RCPT = "rcpt"  # at least one recipient accepted
-    DATA = "data"  # receiving the message body
-    CLOSED = "closed"
+    # An IntEnum: states are looked up in dicts once per command, and int
+    # hashing is C; Enum's is Python.
+    CONNECTED = 1  # greeted, waiting for HELO/EHLO
+    READY = 2  # greeted both ways, no transaction
+    MAIL = 3  # MAIL accepted, no recipient yet
+    RCPT = 4  # at least one recipient accepted
+    DATA = 5  # receiving the message body
+    CLOSED = 6
 
 
-_IN_TRANSACTION = frozenset({State.MAIL, State.RCPT})
-
-# verb -> (states that admit it, reply for every other state); verbs not
-# listed are admitted in every state. RFC 5321 §4.1.4 gives the order.
-_SEQUENCE: dict[str, tuple[frozenset[State], dict[State, Reply]]] = {
-    "MAIL": (
-        frozenset({State.READY}),
-        {State.CONNECTED: R.NEED_HELO, State.MAIL: R.NESTED_MAIL, State.RCPT: R.NESTED_MAIL},
-    ),
-    "RCPT": (frozenset(_IN_TRANSACTION), {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL}),
+# verb -> {state: the 503 that refuses it there}; states not listed admit
+# the verb. RFC 5321 §4.1.4 gives the order.
+_SEQUENCE: dict[str, dict[State, Reply]] = {
+    "MAIL": {State.CONNECTED: R.NEED_HELO, State.MAIL: R.NESTED_MAIL, State.RCPT: R.NESTED_MAIL},
+    "RCPT": {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL},
     # RFC 2920 §3.1: DATA with no accepted recipient fails with 503.
-    "DATA": (
-        frozenset({State.RCPT}),
-        {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL, State.MAIL: R.NO_VALID_RECIPIENTS},
-    ),
+    "DATA": {
+        State.CONNECTED: R.NEED_MAIL,
+        State.READY: R.NEED_MAIL,
+        State.MAIL: R.NO_VALID_RECIPIENTS,
+    },
 }
 
 _MAIL_ERRORS = {
@@ -208,11 +207,12 @@ class ServerConnection:
                         return self._close("connection closed by client")
                     return NEED_DATA
                 verb, args = parse_command(line)
-                command = _COMMANDS.get(verb)
-                if command is None:
+                entry = _COMMANDS.get(verb)
+                if entry is None:
                     event = self._bad(R.UNKNOWN_COMMAND)
                 else:
-                    event = self._run(verb, command, args)
+                    refusal = entry[1].get(self.state)
+                    event = self._bad(refusal) if refusal else entry[0](self, args)
             if event is not None:
                 return event
 
@@ -226,47 +226,53 @@ class ServerConnection:
             raise RuntimeError("no decision is pending")
         self._decision = None
         accept = reply is None or reply.code < 400
-        if isinstance(event, Hello):
-            if accept:
-                if self.state in _IN_TRANSACTION:
-                    # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
-                    self._notice = Reset()
-                self._reset_transaction()
-                self.session.host_name = event.host_name
-                self.session.extended = event.verb != "HELO"
-                self.state = State.READY
-                if self.session.extended:
-                    reply = ehlo_reply(self.settings, self._extensions)
-                else:
-                    reply = reply or Reply(250, None, self.settings.hostname)
-        elif isinstance(event, MailFrom):
-            if accept:
-                env = self.envelope
-                env.mail_from = event.address
-                env.mail_options = event.options
-                env.smtputf8 = "SMTPUTF8" in event.options
-                body = event.options.get("BODY")
-                env.body_type = body.upper() if body else None
-                self.state = State.MAIL
-                reply = reply or R.SENDER_OK
-        elif isinstance(event, RcptTo):
-            if accept:
-                self.envelope.rcpt_tos.append(event.address)
-                self.envelope.rcpt_options.append(event.options)
-                self.state = State.RCPT
-                reply = reply or R.RECIPIENT_OK
-        elif isinstance(event, MessageEnd):
-            if accept:
-                self.session.transactions += 1
-            self._reset_transaction()
-            self.state = State.READY
-            reply = reply or R.OK
-        elif isinstance(event, Verify):
-            reply = reply or R.VRFY_CANNOT
-        elif isinstance(event, Expand):
-            reply = reply or R.EXPN_DISABLED
-        assert reply is not None
-        self._send(reply)
+        self._send(_RESPONDERS[type(event)](self, event, reply, accept))
+
+    def _respond_hello(self, event: Hello, reply: Reply | None, accept: bool) -> Reply:
+        if not accept:
+            assert reply is not None
+            return reply
+        if self.state is State.MAIL or self.state is State.RCPT:
+            # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
+            self._notice = Reset()
+        self._reset_transaction()
+        self.session.host_name = event.host_name
+        self.session.extended = event.verb != "HELO"
+        self.state = State.READY
+        if self.session.extended:
+            return ehlo_reply(self.settings, self._extensions)
+        return reply or Reply(250, None, self.settings.hostname)
+
+    def _respond_mail(self, event: MailFrom, reply: Reply | None, accept: bool) -> Reply:
+        if accept:
+            env = self.envelope
+            env.mail_from = event.address
+            env.mail_options = event.options
+            env.smtputf8 = "SMTPUTF8" in event.options
+            body = event.options.get("BODY")
+            env.body_type = body.upper() if body else None
+            self.state = State.MAIL
+        return reply or R.SENDER_OK
+
+    def _respond_rcpt(self, event: RcptTo, reply: Reply | None, accept: bool) -> Reply:
+        if accept:
+            self.envelope.rcpt_tos.append(event.address)
+            self.envelope.rcpt_options.append(event.options)
+            self.state = State.RCPT
+        return reply or R.RECIPIENT_OK
+
+    def _respond_message(self, event: MessageEnd, reply: Reply | None, accept: bool) -> Reply:
+        if accept:
+            self.session.transactions += 1
+        self._reset_transaction()
+        self.state = State.READY
+        return reply or R.OK
+
+    def _respond_vrfy(self, event: Verify, reply: Reply | None, accept: bool) -> Reply:
+        return reply or R.VRFY_CANNOT
+
+    def _respond_expn(self, event: Expand, reply: Reply | None, accept: bool) -> Reply:
+        return reply or R.EXPN_DISABLED
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
@@ -299,14 +305,6 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
             self.envelope = Envelope()
-
-    def _run(
-        self, verb: str, command: Callable[[ServerConnection, bytes], Event | None], args: bytes
-    ) -> Event | None:
-        rule = _SEQUENCE.get(verb)
-        if rule is not None and self.state not in rule[0]:
-            return self._bad(rule[1][self.state])
-        return command(self, args)
 
     def _body_event(self) -> Event | NeedData:
         decoder = self._decoder
@@ -448,20 +446,35 @@ class ServerConnection:
         return self._bad(R.NOT_IMPLEMENTED)
 
 
-_COMMANDS: dict[str, Callable[[ServerConnection, bytes], Event | None]] = {
-    "HELO": ServerConnection._helo,
-    "EHLO": ServerConnection._ehlo,
-    "MAIL": ServerConnection._mail,
-    "RCPT": ServerConnection._rcpt,
-    "DATA": ServerConnection._data,
-    "RSET": ServerConnection._rset,
-    "NOOP": ServerConnection._noop,
-    "QUIT": ServerConnection._quit,
-    "HELP": ServerConnection._help,
-    "VRFY": ServerConnection._vrfy,
-    "EXPN": ServerConnection._expn,
-    # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
-    "TURN": ServerConnection._not_implemented,
+Command = Callable[[ServerConnection, bytes], Event | None]
+_NO_RULE: dict[State, Reply] = {}
+_COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
+    verb: (command, _SEQUENCE.get(verb, _NO_RULE))
+    for verb, command in {
+        "HELO": ServerConnection._helo,
+        "EHLO": ServerConnection._ehlo,
+        "MAIL": ServerConnection._mail,
+        "RCPT": ServerConnection._rcpt,
+        "DATA": ServerConnection._data,
+        "RSET": ServerConnection._rset,
+        "NOOP": ServerConnection._noop,
+        "QUIT": ServerConnection._quit,
+        "HELP": ServerConnection._help,
+        "VRFY": ServerConnection._vrfy,
+        "EXPN": ServerConnection._expn,
+        # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
+        "TURN": ServerConnection._not_implemented,
+    }.items()
+}
+
+Responder = Callable[[ServerConnection, Any, Reply | None, bool], Reply]
+_RESPONDERS: dict[type, Responder] = {
+    Hello: ServerConnection._respond_hello,
+    MailFrom: ServerConnection._respond_mail,
+    RcptTo: ServerConnection._respond_rcpt,
+    MessageEnd: ServerConnection._respond_message,
+    Verify: ServerConnection._respond_vrfy,
+    Expand: ServerConnection._respond_expn,
 }
 
 

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.utils import format_datetime
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
-from .config import Settings, parse_hostport
+from .config import ConfigError, Settings, parse_hostport
 from .handler import HookCall, bind_hooks
 from .protocol import replies as R
 from .protocol.events import (
@@ -44,7 +44,7 @@ from .protocol.replies import Reply
 from .protocol.server import ServerConnection
 from .session import Address, Session
 
-__all__ = ["Server", "run", "run_until_signal"]
+__all__ = ["Server", "new_event_loop", "run", "run_until_signal"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -206,8 +206,8 @@ class SMTPProtocol(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         session = Session(id=new_id(), peer=tuple(peer[:2]) if isinstance(peer, tuple) else peer)
         self.conn = ServerConnection(self.server.settings, session, self.server.extensions)
@@ -493,9 +493,18 @@ def run_until_signal(server: Server) -> None:
         log.info("shutting down")
         await server.close()
 
-    if server.settings.loop == "uvloop":
-        import uvloop
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(server.settings.loop)) as runner:
+        runner.run(main())
 
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the ``loop`` setting's kind: ``asyncio`` or ``uvloop``."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError(
+                "loop = 'uvloop' needs uvloop: pip install 'fastsmtp-engine[uvloop]'"
+            ) from None
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()

@@ -162,11 +162,13 @@ class RawClient:
 class Servers:
     """Starts servers with ``fastsmtp.testing.running``; ``stop()`` stops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: str) -> None:
         self._stack = contextlib.ExitStack()
+        self.loop = loop
 
     def __call__(self, handler: object, **settings: Any) -> Address:
         settings.setdefault("hostname", HOSTNAME)
+        settings.setdefault("loop", self.loop)
         return self._stack.enter_context(running(handler, port=0, **settings))
 
     def stop(self) -> None:
@@ -174,13 +176,17 @@ class Servers:
         self._stack.close()
 
 
-@pytest.fixture
-def serve() -> Iterator[Servers]:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def serve(request: pytest.FixtureRequest) -> Iterator[Servers]:
     """``serve(handler, **settings)``: a running server's address; stopped at teardown.
 
-    ``serve.stop()`` stops them earlier, e.g. before looking at the logs.
+    Every server test runs on both event loops: uvloop's transports are not
+    asyncio's classes, and the server must not care. ``serve.stop()`` stops
+    the servers earlier, e.g. before looking at the logs.
     """
-    servers = Servers()
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+    servers = Servers(request.param)
     try:
         yield servers
     finally:

@@ -87,16 +87,22 @@ def io_log(monkeypatch):
     connection_made = SMTPProtocol.connection_made
     data_received = SMTPProtocol.data_received
 
-    def spy_connection_made(self, transport):
-        real_write = transport.write
+    class SpyTransport:
+        """Forwards to the real transport (uvloop's cannot be patched), logging writes."""
 
-        def write(data):
+        def __init__(self, transport):
+            self._transport = transport
+
+        def write(self, data):
             with lock:
                 log.append(("write", bytes(data)))
-            real_write(data)
+            self._transport.write(data)
 
-        transport.write = write
-        connection_made(self, transport)
+        def __getattr__(self, name):
+            return getattr(self._transport, name)
+
+    def spy_connection_made(self, transport):
+        connection_made(self, SpyTransport(transport))
 
     def spy_data_received(self, data):
         with lock:

@@ -44,6 +44,17 @@ class Settings:
         socket.gethostname, "name in the greeting, EHLO reply and Received:", factory=True
     )
 
+    # --- TLS (RFC 3207, RFC 8314) ---
+    tls_cert: str | None = _setting(None, "PEM certificate chain for STARTTLS and implicit TLS")
+    tls_key: str | None = _setting(None, "PEM private key for tls_cert")
+    implicit_tls_listen: tuple[str, ...] = _setting(
+        (),
+        "implicit-TLS listener as HOST:PORT, port 465 style (repeatable)",
+        flag="implicit_tls_listen",
+    )
+    require_tls: bool = _setting(False, "refuse MAIL with 530 5.7.0 until STARTTLS")
+    tls_handshake_timeout: float = _setting(30.0, "seconds allowed for a TLS handshake")
+
     # --- the local handler (serve) ---
     maildir: str | None = _setting(None, "deliver into this Maildir (created if missing)")
     mbox: str | None = _setting(None, "append to this mbox file")
@@ -95,6 +106,10 @@ class Settings:
             raise ConfigError(f"choose one local handler, not {' and '.join(chosen)}")
         for spec in self.listen:
             parse_hostport(spec, setting="listen")
+        for spec in self.implicit_tls_listen:
+            parse_hostport(spec, setting="implicit_tls_listen")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: give both or neither")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: Settings | None = None) -> Settings:

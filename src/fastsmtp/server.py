@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -38,6 +39,7 @@ from .protocol.events import (
     MessageEnd,
     RcptTo,
     Reset,
+    StartTLS,
     Verify,
 )
 from .protocol.replies import Reply
@@ -68,19 +70,33 @@ class Server:
     """
 
     def __init__(
-        self, handler: object | None = None, *, settings: Settings | None = None, **kwargs: Any
+        self,
+        handler: object | None = None,
+        *,
+        settings: Settings | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
     ) -> None:
         if kwargs or settings is None:
             settings = Settings.from_mapping(kwargs, base=settings)
         self.settings = settings
+        if tls_context is None and settings.tls_cert and settings.tls_key:
+            tls_context = server_tls_context(settings.tls_cert, settings.tls_key)
+        if tls_context is None and (settings.require_tls or settings.implicit_tls_listen):
+            raise ConfigError(
+                "require_tls and implicit_tls_listen need a certificate: "
+                "set tls_cert and tls_key (or pass tls_context)"
+            )
+        #: the context for STARTTLS and implicit-TLS listeners, if any
+        self.tls_context = tls_context
         if handler is None:
             from .handlers import from_settings
 
             handler = from_settings(settings)
         self.handler = handler
         self.hooks = bind_hooks(handler)
-        self.extensions: tuple[str, ...] = ()
         self._listeners: list[asyncio.Server] = []
+        self._tls_listeners: list[asyncio.Server] = []
         self._connections: set[SMTPProtocol] = set()
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -88,34 +104,46 @@ class Server:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """``(host, port)`` of every listening socket."""
-        out = []
-        for listener in self._listeners:
-            for sock in listener.sockets:
-                host, port = sock.getsockname()[:2]
-                out.append((host, port))
-        return out
+        """``(host, port)`` of every plain listening socket (STARTTLS is offered there)."""
+        return _bound(self._listeners)
+
+    @property
+    def implicit_tls_addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every implicit-TLS listening socket (RFC 8314)."""
+        return _bound(self._tls_listeners)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Listen on ``host:port``, or on every ``listen`` setting when not given."""
+        """Listen on ``host:port`` (or every ``listen`` setting), and on ``implicit_tls_listen``."""
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         if host is not None or port is not None:
-            targets = [(host or "127.0.0.1", port or 0)]
+            plain = [(host or "127.0.0.1", port or 0)]
         else:
-            targets = [parse_hostport(spec, setting="listen") for spec in self.settings.listen]
-        for target_host, target_port in targets:
-            listener = await loop.create_server(
-                lambda: SMTPProtocol(self),
-                target_host,
-                target_port,
-                reuse_address=True,
-                backlog=1024,
-            )
-            self._listeners.append(listener)
+            plain = [parse_hostport(spec, setting="listen") for spec in self.settings.listen]
+        implicit = [
+            parse_hostport(spec, setting="implicit_tls_listen")
+            for spec in self.settings.implicit_tls_listen
+        ]
+        for targets, tls, listeners in (
+            (plain, None, self._listeners),
+            (implicit, self.tls_context, self._tls_listeners),
+        ):
+            for target_host, target_port in targets:
+                listener = await loop.create_server(
+                    lambda: SMTPProtocol(self),
+                    target_host,
+                    target_port,
+                    reuse_address=True,
+                    backlog=1024,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.settings.tls_handshake_timeout if tls else None,
+                )
+                listeners.append(listener)
         for address in self.addresses:
             log.info("listening on %s:%d as %s", address[0], address[1], self.settings.hostname)
+        for address in self.implicit_tls_addresses:
+            log.info("listening with implicit TLS on %s:%d", address[0], address[1])
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Start listening and serve until cancelled; then close gracefully."""
@@ -132,7 +160,8 @@ class Server:
         (never a half-written file), then gets its 421. After ``grace``
         seconds whatever is left is aborted.
         """
-        for listener in self._listeners:
+        listeners = self._listeners + self._tls_listeners
+        for listener in listeners:
             listener.close()
         for protocol in list(self._connections):
             protocol.shutdown()
@@ -142,9 +171,10 @@ class Server:
             except TimeoutError:
                 for protocol in list(self._connections):
                     protocol.abort()
-        for listener in self._listeners:
+        for listener in listeners:
             await listener.wait_closed()
         self._listeners.clear()
+        self._tls_listeners.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -184,6 +214,25 @@ class Server:
         ).encode("utf-8", "replace")
 
 
+def _bound(listeners: list[asyncio.Server]) -> list[tuple[str, int]]:
+    out = []
+    for listener in listeners:
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append((host, port))
+    return out
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server-side TLS context from PEM files; ConfigError names what failed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load tls_cert {cert!r} / tls_key {key!r}: {exc}") from None
+    return context
+
+
 def _localtime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds).astimezone()
 
@@ -198,6 +247,7 @@ class SMTPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._busy = False
         self._stopping = False
+        self._lost = False
         self._body: list[bytes] = []
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -210,7 +260,11 @@ class SMTPProtocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         session = Session(id=new_id(), peer=tuple(peer[:2]) if isinstance(peer, tuple) else peer)
-        self.conn = ServerConnection(self.server.settings, session, self.server.extensions)
+        # An implicit-TLS listener hands over an SSL transport (RFC 8314).
+        session.tls = transport.get_extra_info("ssl_object") is not None
+        self.conn = ServerConnection(
+            self.server.settings, session, starttls=self.server.tls_context is not None
+        )
         self.server._register(self)
         self._last_activity = self._loop.time()
         settings = self.server.settings
@@ -234,9 +288,14 @@ class SMTPProtocol(asyncio.Protocol):
         self.conn.receive_data(b"")
         if not self._busy:
             self._process()
-        return True  # we close the transport ourselves, after the last reply
+        # Keep a plain socket half-open to answer what was sent before EOF;
+        # TLS cannot half-close, so there the transport closes itself.
+        return not self.conn.session.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
         if self._timer is not None:
             self._timer.cancel()
         session = self.conn.session
@@ -407,6 +466,39 @@ class SMTPProtocol(asyncio.Protocol):
             return None
         return self._notify(hook, self.conn.session, self.conn.envelope)
 
+    def _on_starttls(self, event: StartTLS) -> Awaitable[None]:
+        return self._start_tls()
+
+    async def _start_tls(self) -> None:
+        """Flush the 220, then hand the socket to TLS (public asyncio API only)."""
+        self._flush()
+        plain = self.transport
+        context = self.server.tls_context
+        assert plain is not None and context is not None
+        try:
+            secure = await self._loop.start_tls(
+                plain,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.settings.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%s: TLS handshake failed: %s", self.conn.session.id, exc)
+            plain.abort()
+            self.connection_lost(exc)
+            return
+        assert secure is not None
+        self.transport = secure
+        self.conn.tls_started()
+        ssl_object = secure.get_extra_info("ssl_object")
+        log.debug(
+            "%s: TLS started: %s %s",
+            self.conn.session.id,
+            ssl_object.version() if ssl_object else "?",
+            ssl_object.cipher()[0] if ssl_object else "?",
+        )
+
     def _on_closed(self, event: Closed) -> None:
         log.debug("%s: closing: %s", self.conn.session.id, event.reason)
 
@@ -465,6 +557,7 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     MessageEnd: SMTPProtocol._on_message,
     MessageAborted: SMTPProtocol._on_aborted,
     Reset: SMTPProtocol._on_reset,
+    StartTLS: SMTPProtocol._on_starttls,
     Closed: SMTPProtocol._on_closed,
 }
 

@@ -7,6 +7,7 @@ import re
 import selectors
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -19,38 +20,51 @@ import pytest
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str], timeout: float) -> str:
-    """Read the server's log (stderr) until a line matches; fail after ``timeout``."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not sel.select(deadline - time.monotonic()):
-                break
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            if pattern.search(line):
-                return line
-    raise AssertionError(f"server never logged {pattern.pattern!r}; log: {''.join(seen)}")
+class LogReader:
+    """Lines of a process's stderr, read without Python's buffering so select() tells truth."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.fd = proc.stderr.fileno()
+        self.buf = b""
+        self.seen: list[str] = []
+
+    def until(self, pattern: re.Pattern[str], timeout: float) -> str:
+        """The first line from now on matching ``pattern``; fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self.buf:
+                    raw, self.buf = self.buf.split(b"\n", 1)
+                    line = raw.decode("utf-8", "replace")
+                    self.seen.append(line)
+                    if pattern.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sel.select(remaining):
+                    break
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+        log = "\n".join(self.seen)
+        raise AssertionError(f"server never logged {pattern.pattern!r}; log:\n{log}")
 
 
 @contextmanager
-def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[bytes], LogReader, tuple[str, int]]]:
     """Run ``python -m fastsmtp serve`` on a free loopback port; stop it after."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastsmtp", "serve", "--listen", "127.0.0.1:0", *flags],
         stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
-        match = LISTENING.search(_read_until(proc, LISTENING, 20))
+        log = LogReader(proc)
+        match = LISTENING.search(log.until(LISTENING, 20))
         assert match is not None
-        yield proc, (match.group(1), int(match.group(2)))
+        yield proc, log, (match.group(1), int(match.group(2)))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -59,10 +73,10 @@ def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]
 
 def test_serve_delivers_to_maildir_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
-    with serve("--maildir", str(maildir), "--hostname", "mx.test") as (proc, address):
+    with serve("--maildir", str(maildir), "--hostname", "mx.test") as (proc, log, address):
         with smtplib.SMTP(*address, timeout=10) as client:
             client.sendmail("a@example.com", ["b@example.com"], b"Subject: cli\r\n\r\nhi\r\n")
-        line = _read_until(proc, re.compile(r"from=<a@example.com> to=<b@example.com>"), 10)
+        line = log.until(re.compile(r"from=<a@example.com> to=<b@example.com>"), 10)
         assert "size=" in line
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -74,7 +88,7 @@ def test_serve_delivers_to_maildir_and_stops_cleanly_on_sigterm(tmp_path: Path) 
 
 
 def test_sigint_sends_421_to_connected_clients(tmp_path: Path) -> None:
-    with serve("--sink") as (proc, address):
+    with serve("--sink") as (proc, _, address):
         client = smtplib.SMTP(*address, timeout=10)
         client.ehlo()
         proc.send_signal(signal.SIGINT)
@@ -98,7 +112,7 @@ def test_serve_without_a_handler_says_what_to_choose() -> None:
 def test_config_file_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "fastsmtp.toml"
     config.write_text('sink = true\nhostname = "from-config.test"\nmax_message_size = 1000\n')
-    with serve("--config", str(config), "--max-message-size", "2000") as (proc, address):
+    with serve("--config", str(config), "--max-message-size", "2000") as (proc, _, address):
         with smtplib.SMTP(*address, timeout=10) as client:
             code, text = client.ehlo()
         proc.send_signal(signal.SIGTERM)
@@ -132,7 +146,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str)
 
 
 def test_port_in_use_is_an_error_not_a_traceback() -> None:
-    with serve("--sink") as (_, (host, port)):
+    with serve("--sink") as (_, _, (host, port)):
         result = subprocess.run(
             [sys.executable, "-m", "fastsmtp", "serve", "--sink", "--listen", f"{host}:{port}"],
             capture_output=True,
@@ -157,3 +171,31 @@ def test_settings_and_version_commands() -> None:
     import fastsmtp
 
     assert version.stdout.strip() == f"fastsmtp {fastsmtp.__version__}"
+
+
+def test_tls_flags_starttls_and_implicit_tls(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    flags = ("--sink", "--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    implicit = ("--implicit-tls-listen", "127.0.0.1:0", "--require-tls")
+    with serve(*flags, *implicit) as (proc, log, address):
+        line = log.until(re.compile(r"listening with implicit TLS on (\S+):(\d+)"), 10)
+        match = re.search(r"on (\S+):(\d+)", line)
+        assert match is not None
+        with smtplib.SMTP_SSL(match.group(1), int(match.group(2)), context=client_context) as s:
+            assert (
+                s.sendmail("a@example.com", ["b@example.com"], b"Subject: 465\r\n\r\nx\r\n") == {}
+            )
+        with smtplib.SMTP(*address, timeout=10) as plain:
+            plain.ehlo()
+            assert plain.docmd("MAIL FROM:<a@example.com>")[0] == 530
+            plain.starttls(context=client_context)
+            assert plain.sendmail("a@example.com", ["b@example.com"], b"Subject: tls\r\n\r\n") == {}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

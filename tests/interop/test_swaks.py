@@ -79,3 +79,25 @@ def test_swaks_smuggling_attempt_is_refused_and_nothing_delivered(
         )  # fmt: skip
     assert "554 5.6.0" in result.stdout
     assert handler.envelopes == []
+
+
+def test_swaks_starttls(tmp_path: Path, swaks: str, run_tool: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    handler = Collect()
+    with running(handler, tls_context=context, require_tls=True) as (host, port):
+        result = run_tool(
+            swaks,
+            "--to", "a@b.example",
+            "--server", f"{host}:{port}",
+            "--tls",  # STARTTLS, required: swaks gives up if it fails
+            "--pipeline",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "220 2.0.0 Ready to start TLS" in result.stdout
+    assert len(handler.envelopes) == 1

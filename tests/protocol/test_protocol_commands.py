@@ -163,13 +163,19 @@ def test_expn_default_is_502(smtp):
     assert smtp.events == [Expand("staff")]
 
 
+def test_starttls_without_tls_configured_is_not_implemented(smtp):
+    smtp.ehlo()
+    reply = smtp.cmd("STARTTLS")
+    assert (reply.code, reply.enhanced) == (502, "5.5.1")
+
+
 def test_turn_is_not_implemented(smtp):
     smtp.ehlo()
     reply = smtp.cmd("TURN")
     assert (reply.code, reply.enhanced) == (502, "5.5.1")
 
 
-@pytest.mark.parametrize("line", ["FOO", "MAILFROM:<a@b.example>", "STARTTLS", "AUTH PLAIN"])
+@pytest.mark.parametrize("line", ["FOO", "MAILFROM:<a@b.example>", "AUTH PLAIN"])
 def test_unknown_commands_are_500(smtp, line):
     smtp.ehlo()
     reply = smtp.cmd(line)

@@ -26,6 +26,7 @@ __all__ = [
     "NeedData",
     "RcptTo",
     "Reset",
+    "StartTLS",
     "Verify",
 ]
 
@@ -110,6 +111,12 @@ class Reset:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTLS:
+    """STARTTLS was accepted with 220: start the TLS handshake, then call
+    ``ServerConnection.tls_started()`` (RFC 3207 §4)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The connection is over (QUIT, peer EOF, timeout, errors); close the transport."""
 
@@ -127,5 +134,6 @@ Event = (
     | MessageEnd
     | MessageAborted
     | Reset
+    | StartTLS
     | Closed
 )

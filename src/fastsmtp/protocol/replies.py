@@ -101,6 +101,7 @@ OK = Reply(250, "2.0.0", "OK")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 VRFY_CANNOT = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
 HELP = Reply(
     214,
@@ -131,6 +132,10 @@ BAD_SIZE = Reply(501, "5.5.4", "SIZE must be a number of octets")
 UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Unsupported parameter")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address or parameter requires SMTPUTF8")
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
+SYNTAX_STARTTLS = Reply(501, "5.5.4", "Syntax: STARTTLS")
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
+# RFC 3207 §4: a server that requires TLS answers 530 until STARTTLS.
+TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 EXPN_DISABLED = Reply(502, "5.5.1", "Error: EXPN is not available")
 NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")

@@ -59,6 +59,7 @@ from .events import (
     NeedData,
     RcptTo,
     Reset,
+    StartTLS,
     Verify,
 )
 from .replies import Reply
@@ -76,7 +77,8 @@ class State(enum.IntEnum):
     MAIL = 3  # MAIL accepted, no recipient yet
     RCPT = 4  # at least one recipient accepted
     DATA = 5  # receiving the message body
-    CLOSED = 6
+    TLS = 6  # STARTTLS accepted: input is discarded until tls_started()
+    CLOSED = 7
 
 
 # verb -> {state: the 503 that refuses it there}; states not listed admit
@@ -115,7 +117,12 @@ class ServerConnection:
     """One server-side SMTP connection, without I/O (see the module doc)."""
 
     def __init__(
-        self, settings: Settings, session: Session, extensions: Sequence[str] = ()
+        self,
+        settings: Settings,
+        session: Session,
+        extensions: Sequence[str] = (),
+        *,
+        starttls: bool = False,
     ) -> None:
         self.settings = settings
         self.session = session
@@ -131,6 +138,8 @@ class ServerConnection:
         self._errors = 0
         self._out: list[bytes] = []
         self._extensions = tuple(extensions)
+        # STARTTLS is offered when the I/O layer can do it and TLS is not on yet.
+        self._starttls = starttls and not session.tls
 
     # --- what the I/O layer calls ---------------------------------------
     @property
@@ -158,7 +167,9 @@ class ServerConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes from the peer; ``b""`` means the peer closed its side."""
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self.state is State.TLS:
+            # RFC 3207 §4.2 / CVE-2011-0411: nothing sent before the handshake
+            # may be acted on after it.
             return
         if data:
             self._reader.feed(data)
@@ -181,6 +192,22 @@ class ServerConnection:
         """The server is stopping: say 421 and close (RFC 5321 §3.8)."""
         self._close_with(R.shutting_down(self.settings.hostname))
 
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS succeeded: start afresh (RFC 3207 §4.2).
+
+        The client must say EHLO again; what it said before, and any bytes it
+        sent after STARTTLS, are forgotten.
+        """
+        if self.state is not State.TLS:
+            raise RuntimeError("tls_started() without an accepted STARTTLS")
+        self._reader.drain()
+        self.envelope = Envelope()
+        self.session.tls = True
+        self.session.host_name = None
+        self.session.extended = False
+        self._starttls = False
+        self.state = State.CONNECTED
+
     def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA`` when more input is needed."""
         if self._decision is not None:
@@ -188,7 +215,7 @@ class ServerConnection:
         if self._notice is not None:
             notice, self._notice = self._notice, None
             return notice
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self.state is State.TLS:
             return NEED_DATA
         if self.state is State.DATA:
             return self._body_event()
@@ -240,7 +267,8 @@ class ServerConnection:
         self.session.extended = event.verb != "HELO"
         self.state = State.READY
         if self.session.extended:
-            return ehlo_reply(self.settings, self._extensions)
+            extensions = ("STARTTLS", *self._extensions) if self._starttls else self._extensions
+            return ehlo_reply(self.settings, extensions)
         return reply or Reply(250, None, self.settings.hostname)
 
     def _respond_mail(self, event: MailFrom, reply: Reply | None, accept: bool) -> Reply:
@@ -347,6 +375,8 @@ class ServerConnection:
         return self._hello("EHLO", args)
 
     def _mail(self, args: bytes) -> Event | None:
+        if self.settings.require_tls and not self.session.tls:
+            return self._bad(R.TLS_REQUIRED)
         try:
             address, params = parse_mail(args, lenient=self.settings.lenient_addresses)
         except ParseError as exc:
@@ -442,6 +472,20 @@ class ServerConnection:
             return self._bad(R.SYNTAX_VRFY)
         return self._decide(Expand(args.decode("utf-8", "replace")))
 
+    def _starttls_command(self, args: bytes) -> Event | None:
+        if self.session.tls:
+            return self._bad(R.TLS_ALREADY_ACTIVE)
+        if not self._starttls:
+            return self._bad(R.NOT_IMPLEMENTED)
+        if args:
+            return self._bad(R.SYNTAX_STARTTLS)
+        self._send(R.READY_FOR_TLS)
+        # Bytes pipelined after STARTTLS are dropped, never run after the
+        # handshake (command injection, CVE-2011-0411).
+        self._reader.drain()
+        self.state = State.TLS
+        return StartTLS()
+
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
@@ -462,6 +506,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "HELP": ServerConnection._help,
         "VRFY": ServerConnection._vrfy,
         "EXPN": ServerConnection._expn,
+        "STARTTLS": ServerConnection._starttls_command,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: build test test-pure lint format annotate clean
+.PHONY: build test test-pure lint format annotate clean bench bench-load
 
 build:  ## compile the Cython wire layer in place
 	$(PYTHON) setup.py build_ext --inplace
@@ -15,13 +15,24 @@ test-pure:  ## the suite against the pure-Python twin
 	FASTSMTP_NO_EXTENSIONS=1 $(PYTHON) -m pytest
 
 lint:
-	$(PYTHON) -m ruff check src tests
-	$(PYTHON) -m ruff format --check src tests
+	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff format --check src tests bench
 	$(PYTHON) -m mypy --strict src
 
 format:
-	$(PYTHON) -m ruff format src tests
-	$(PYTHON) -m ruff check --fix src tests
+	$(PYTHON) -m ruff format src tests bench
+	$(PYTHON) -m ruff check --fix src tests bench
+
+bench: build  ## micro benchmarks of the wire layer, [py] and [c] (see bench/README.md)
+	$(PYTHON) -m pytest bench/test_micro.py --benchmark-only --benchmark-sort=name \
+		--benchmark-columns=min,median,mean,stddev,rounds
+
+bench-load: build  ## loopback load benchmark vs aiosmtpd and smtp-sink: bench/results/latest.*
+	$(PYTHON) -m bench.load --readme
+
+.PHONY: wheel-check
+wheel-check:  ## sdist -> wheel -> auditwheel -> suite vs the installed wheel; CC=false and no-Cython installs
+	PYTHON=$(PYTHON) bash scripts/wheel_check.sh
 
 annotate:  ## HTML report of what Cython left in Python: src/fastsmtp/wire/_c.html
 	$(PYTHON) -m cython -a -3 src/fastsmtp/wire/_c.pyx

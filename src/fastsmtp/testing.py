@@ -24,13 +24,15 @@ fastsmtp`` works without it.
 from __future__ import annotations
 
 import asyncio
-import email
+import contextlib
 import email.policy
 import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import EmailPolicy
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +45,7 @@ from .session import Address, Envelope, Session
 if TYPE_CHECKING:
     import pytest
 
-__all__ = ["SMTPTestServer", "running"]
+__all__ = ["SMTPTestServer", "parse_message", "running"]
 
 
 @contextmanager
@@ -84,6 +86,36 @@ def running(
         thread.join(timeout=30)
 
 
+class _ParsePolicy(EmailPolicy):
+    """``email.policy.default``, reading 8-bit header values as UTF-8 (RFC 6532)."""
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        # The bytes parser hands non-ASCII octets over as surrogate escapes.
+        with contextlib.suppress(UnicodeError):
+            value = value.encode("ascii", "surrogateescape").decode("utf-8")
+        return name, value
+
+
+_PARSE_POLICY = _ParsePolicy()
+
+
+def parse_message(content: bytes) -> EmailMessage:
+    """A received message as an ``EmailMessage`` with ``email.policy.default``.
+
+    Lines end in ``"\n"`` (as ``email`` works with), and header values
+    that are raw UTF-8 (SMTPUTF8 mail, RFC 6532) read as text, addresses
+    included.
+    """
+    message = BytesParser(EmailMessage, policy=_PARSE_POLICY).parsebytes(
+        content.replace(b"\r\n", b"\n")
+    )
+    assert isinstance(message, EmailMessage)
+    for part in message.walk():
+        part.policy = email.policy.default
+    return message
+
+
 class _FailingCollect(Handler):
     """Like ``Collect``, and refuses the next RCPTs or messages with chosen replies."""
 
@@ -105,8 +137,7 @@ class _FailingCollect(Handler):
         failure = self._next(self.data_failures)
         if failure is not None:
             return failure
-        message = email.message_from_bytes(envelope.content or b"", policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
+        message = parse_message(envelope.content or b"")
         # Before the envelope: whoever sees n envelopes (wait_for) sees n messages.
         self.messages.append(message)
         await self.collect.on_message(session, envelope)

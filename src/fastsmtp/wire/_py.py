@@ -19,8 +19,10 @@ random points (``tests/wire``).
 
     - A line longer than the limit is discarded, including whatever of it
       arrives later, up to and including its LF; then ``next_line()``
-      raises ``LineTooLong`` once, in order with the lines around it. At
-      most ``max_line_length`` bytes are ever buffered for one line.
+      raises ``LineTooLong`` once, in order with the lines around it. After
+      each ``next_line()`` that returns ``None``, at most
+      ``max_line_length`` bytes of an unfinished line stay buffered; while
+      a line is being discarded, ``feed`` buffers nothing of it.
     - ``strict=True`` (the default): a line ends only at CRLF. A bare LF
       ends the offending line, which is consumed and reported as
       ``BareLineEnding``; a CR anywhere else in a line is reported the same
@@ -29,7 +31,8 @@ random points (``tests/wire``).
       is stripped; other CRs stay in the line.
     - ``take(n)`` removes and returns up to ``n`` buffered bytes (BDAT
       payloads), ``drain()`` removes and returns everything buffered (the
-      start of DATA, the discard after STARTTLS), ``len(reader)`` is the
+      start of DATA, the discard after STARTTLS) and ends any discard in
+      progress, ``len(reader)`` is the
       number of buffered bytes.
 
 ``DataDecoder(max_size=None, max_line_length=1000, strict=True)``
@@ -266,7 +269,9 @@ class DataDecoder:
 
     def _keep(self, rest: bytes) -> None:
         """Hold the unfinished last line until its LF arrives."""
-        if not self.error:
+        # "." and ".\r" may begin the terminator rather than a line: they are
+        # checked, if need be, once their line is complete.
+        if not self.error and rest not in (b".", b".\r"):
             limit = self.max_line_length
             if limit and len(rest) >= limit:
                 self._fail(DataError.LINE_TOO_LONG)

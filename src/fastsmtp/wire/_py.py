@@ -105,9 +105,9 @@ import ipaddress
 from ._defs import BareLineEnding, Buffer, DataError, LineTooLong, ParseError
 
 __all__ = [
-    "LineReader",
     "DataDecoder",
     "DotStuffer",
+    "LineReader",
     "dot_stuff",
     "parse_command",
     "parse_mail",
@@ -123,7 +123,7 @@ _LF = 10
 class LineReader:
     """Split an inbound byte stream into command lines (see module doc)."""
 
-    __slots__ = ("max_line_length", "strict", "_buf", "_discarding")
+    __slots__ = ("_buf", "_discarding", "max_line_length", "strict")
 
     def __init__(self, max_line_length: int = 512, strict: bool = True) -> None:
         if max_line_length < 3:
@@ -183,15 +183,15 @@ class DataDecoder:
     """Streaming DATA decoder: dot-unstuffing and end detection (see module doc)."""
 
     __slots__ = (
-        "max_size",
-        "max_line_length",
-        "strict",
-        "size",
-        "error",
-        "done",
-        "_pending",
-        "_midline",
         "_after_crlf",
+        "_midline",
+        "_pending",
+        "done",
+        "error",
+        "max_line_length",
+        "max_size",
+        "size",
+        "strict",
     )
 
     def __init__(
@@ -255,10 +255,9 @@ class DataDecoder:
         else:
             region = region.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         limit = self.max_line_length
-        if limit and len(region) >= limit:
-            # Each line keeps its LF in this count, hence the +1.
-            if max(map(len, region.split(b"\n"))) + 1 > limit:
-                return self._fail(DataError.LINE_TOO_LONG)
+        # Each line keeps its LF in this count, hence the +1.
+        if limit and len(region) >= limit and max(map(len, region.split(b"\n"))) + 1 > limit:
+            return self._fail(DataError.LINE_TOO_LONG)
         if not midline and region[:1] == b".":
             region = region[1:]
         body = region.replace(b"\r\n.", b"\r\n")
@@ -349,7 +348,9 @@ def _check_utf8(data: bytes, utf8: bool, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _bad("address" if what == "address" else "param", f"invalid UTF-8 in {what}") from None
+        raise _bad(
+            "address" if what == "address" else "param", f"invalid UTF-8 in {what}"
+        ) from None
 
 
 def _valid_atoms(text: bytes, utf8: bool) -> bool:

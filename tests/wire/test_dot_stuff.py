@@ -20,8 +20,9 @@ ENCODED = [
     (b"a\r\n.\r\n", b"a\r\n..\r\n.\r\n"),
     (b"..\r\n", b"...\r\n.\r\n"),
     (b"a\r\n.", b"a\r\n..\r\n.\r\n"),
-    # a line starts after any LF, not after a lone CR
-    (b"a\n.b\n", b"a\n..b\n.\r\n"),
+    # a line starts after any LF, not after a lone CR; a body ending in a
+    # bare LF still gets the exact CRLF "." CRLF a strict receiver needs
+    (b"a\n.b\n", b"a\n..b\n\r\n.\r\n"),
     (b"a\r.b\r\n", b"a\r.b\r\n.\r\n"),
 ]
 
@@ -48,6 +49,11 @@ def test_dot_stuff_accepts_any_bytes_like(wire: ModuleType, kind: Callable[[byte
         ([b"abc\r"], b"\r\n.\r\n"),
         ([b"abc\r\n", b""], b".\r\n"),
         ([b"abc\r\n", b"x"], b"\r\n.\r\n"),
+        ([b"abc\n"], b"\r\n.\r\n"),
+        ([b"abc\r", b"\n"], b".\r\n"),
+        ([b"abc\r", b"\n", b""], b".\r\n"),
+        ([b"\r", b"\n"], b".\r\n"),
+        ([b"\n"], b"\r\n.\r\n"),
     ],
 )
 def test_finish_adds_crlf_only_when_needed(

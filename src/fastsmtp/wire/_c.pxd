@@ -120,3 +120,6 @@ cdef class DataDecoder:
 
 cdef class DotStuffer:
     cdef bint _at_line_start
+    cdef bint _empty
+    cdef bint _ends_cr
+    cdef bint _ends_crlf

@@ -563,10 +563,11 @@ cdef bytes stuff(object source, bint at_line_start, bint finish):
         else:
             dots = stuffing_dots(data, n)
         if finish:
-            if n > 0:
-                at_line_start = data[n - 1] == LF
-            terminator = b".\r\n" if at_line_start else b"\r\n.\r\n"
-            terminator_n = 3 if at_line_start else 5
+            # Only an empty body or one ending in CRLF takes the short form.
+            if n == 0 or (n >= 2 and data[n - 2] == CR and data[n - 1] == LF):
+                terminator, terminator_n = b".\r\n", 3
+            else:
+                terminator, terminator_n = b"\r\n.\r\n", 5
         elif not lead and not dots and type(source) is bytes:
             return source
         out = PyBytes_FromStringAndSize(NULL, n + lead + dots + terminator_n)
@@ -589,18 +590,29 @@ cdef class DotStuffer:
 
     def __init__(self):
         self._at_line_start = True
+        self._empty = True
+        self._ends_cr = False
+        self._ends_crlf = False
 
     def encode(self, data):
         """Return ``data`` with a "." added before each line that starts with "."."""
         cdef bytes out = stuff(data, self._at_line_start, False)
-        if out:
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(out)
+        cdef const uchar* w
+        if n:
             # The output ends as the input does.
-            self._at_line_start = out[PyBytes_GET_SIZE(out) - 1] == LF
+            w = <const uchar*>PyBytes_AS_STRING(out)
+            self._ends_crlf = w[n - 1] == LF and (
+                (n >= 2 and w[n - 2] == CR) or (n == 1 and self._ends_cr)
+            )
+            self._ends_cr = w[n - 1] == CR
+            self._at_line_start = w[n - 1] == LF
+            self._empty = False
         return out
 
     def finish(self):
         """Return the end-of-data terminator for what was encoded."""
-        return b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        return b".\r\n" if self._empty or self._ends_crlf else b"\r\n.\r\n"
 
 
 def dot_stuff(body):

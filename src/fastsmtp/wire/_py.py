@@ -22,7 +22,7 @@ random points (``tests/wire``).
       raises ``LineTooLong`` once, in order with the lines around it. After
       each ``next_line()`` that returns ``None``, at most
       ``max_line_length`` bytes of an unfinished line stay buffered; while
-      a line is being discarded, ``feed`` buffers nothing of it.
+      a line is being discarded, a ``feed`` without its LF buffers nothing.
     - ``strict=True`` (the default): a line ends only at CRLF. A bare LF
       ends the offending line, which is consumed and reported as
       ``BareLineEnding``; a CR anywhere else in a line is reported the same
@@ -71,8 +71,11 @@ random points (``tests/wire``).
 ``DotStuffer()`` / ``dot_stuff(body)``
     The encoder: ``encode(chunk)`` returns the chunk with a "." added before
     every line that starts with "." (a line starts after any LF),
-    ``finish()`` the terminator (with a CRLF first when the body did not end
-    with LF). ``dot_stuff(body)`` is both for a whole body.
+    ``finish()`` the terminator: ".<CRLF>" when the body was empty or ended
+    with CRLF, else CRLF "." CRLF, so that a strict receiver always sees
+    the exact terminator (a body ending in a bare LF would otherwise end in
+    ``\n.\r\n``, which never ends DATA). ``dot_stuff(body)`` is both for a
+    whole body.
 
 ``parse_command(line) -> (verb, args)``
     ``verb``: the bytes before the first space, ASCII-uppercased, as
@@ -287,10 +290,11 @@ class DataDecoder:
 class DotStuffer:
     """Streaming dot-stuffing encoder (RFC 5321 §4.5.2)."""
 
-    __slots__ = ("_at_line_start",)
+    __slots__ = ("_at_line_start", "_tail")
 
     def __init__(self) -> None:
         self._at_line_start = True
+        self._tail = b""  # the last two bytes encoded, for finish()
 
     def encode(self, data: Buffer) -> bytes:
         """Return ``data`` with a "." added before each line that starts with "."."""
@@ -301,11 +305,12 @@ class DotStuffer:
         if self._at_line_start and chunk[0] == 46:
             out = b"." + out
         self._at_line_start = chunk[-1] == _LF
+        self._tail = (self._tail + chunk[-2:])[-2:]
         return out
 
     def finish(self) -> bytes:
         """Return the end-of-data terminator for what was encoded."""
-        return b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        return b".\r\n" if self._tail in (b"", b"\r\n") else b"\r\n.\r\n"
 
 
 def dot_stuff(body: Buffer) -> bytes:

@@ -55,6 +55,18 @@ class Settings:
     require_tls: bool = _setting(False, "refuse MAIL with 530 5.7.0 until STARTTLS")
     tls_handshake_timeout: float = _setting(30.0, "seconds allowed for a TLS handshake")
 
+    # --- relay access control (never an open relay) ---
+    local_domains: tuple[str, ...] = _setting(
+        (),
+        "domain whose mail is local; others need AUTH or a relay network (repeatable)",
+        flag="local_domain",
+    )
+    relay_networks: tuple[str, ...] = _setting(
+        (),
+        "client network (CIDR) allowed to relay to non-local domains (repeatable)",
+        flag="relay_network",
+    )
+
     # --- the local handler (serve) ---
     maildir: str | None = _setting(None, "deliver into this Maildir (created if missing)")
     mbox: str | None = _setting(None, "append to this mbox file")

@@ -44,6 +44,7 @@ from .protocol.events import (
 )
 from .protocol.replies import Reply
 from .protocol.server import ServerConnection
+from .relay import RelayPolicy
 from .session import Address, Session
 
 __all__ = ["Server", "new_event_loop", "run", "run_until_signal"]
@@ -89,6 +90,7 @@ class Server:
             )
         #: the context for STARTTLS and implicit-TLS listeners, if any
         self.tls_context = tls_context
+        self.relay = RelayPolicy(settings.local_domains, settings.relay_networks)
         if handler is None:
             from .handlers import from_settings
 
@@ -263,7 +265,10 @@ class SMTPProtocol(asyncio.Protocol):
         # An implicit-TLS listener hands over an SSL transport (RFC 8314).
         session.tls = transport.get_extra_info("ssl_object") is not None
         self.conn = ServerConnection(
-            self.server.settings, session, starttls=self.server.tls_context is not None
+            self.server.settings,
+            session,
+            starttls=self.server.tls_context is not None,
+            relay=self.server.relay,
         )
         self.server._register(self)
         self._last_activity = self._loop.time()

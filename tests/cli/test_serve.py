@@ -199,3 +199,16 @@ def test_tls_flags_starttls_and_implicit_tls(tmp_path: Path) -> None:
             assert plain.sendmail("a@example.com", ["b@example.com"], b"Subject: tls\r\n\r\n") == {}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_serve_with_a_local_domain_is_not_an_open_relay(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    with serve("--maildir", str(maildir), "--local-domain", "example.com") as (proc, _, address):
+        with smtplib.SMTP(*address, timeout=10) as client:
+            client.ehlo()
+            client.mail("outsider@elsewhere.example")
+            code, text = client.rcpt("victim@other.example")
+            assert (code, text) == (554, b"5.7.1 Relay access denied")
+            assert client.rcpt("user@example.com")[0] == 250
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

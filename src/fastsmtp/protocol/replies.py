@@ -144,6 +144,9 @@ NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
 # RFC 2920 §3.1: DATA after no successful RCPT MUST fail with 503.
 NO_VALID_RECIPIENTS = Reply(503, "5.5.1", "Error: no valid recipients")
 
+# --- policy ----------------------------------------------------------------
+RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+
 # --- limits ----------------------------------------------------------------
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import Settings
+from ..relay import RelayPolicy
 from ..session import Envelope, Session
 from ..wire import (
     BareLineEnding,
@@ -123,6 +124,7 @@ class ServerConnection:
         extensions: Sequence[str] = (),
         *,
         starttls: bool = False,
+        relay: RelayPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
@@ -140,6 +142,7 @@ class ServerConnection:
         self._extensions = tuple(extensions)
         # STARTTLS is offered when the I/O layer can do it and TLS is not on yet.
         self._starttls = starttls and not session.tls
+        self._relay = relay if relay is not None and relay.enabled else None
 
     # --- what the I/O layer calls ---------------------------------------
     @property
@@ -425,6 +428,11 @@ class ServerConnection:
             # RFC 5321 §4.5.3.1.8: 452 and the client may retry the rest later.
             self._send(R.TOO_MANY_RECIPIENTS)
             return None
+        if self._relay is not None:
+            refusal = self._relay.check(address, self.session)
+            if refusal is not None:
+                # Counted like a bad command: it caps address harvesting too.
+                return self._bad(refusal)
         return self._decide(RcptTo(address, params))
 
     def _data(self, args: bytes) -> Event | None:

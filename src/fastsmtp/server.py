@@ -253,7 +253,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_delay = 0.0
+        self._timeout_step = 0.0
         self._loop = asyncio.get_running_loop()
 
     # --- asyncio.Protocol ---------------------------------------------------
@@ -273,8 +273,8 @@ class SMTPProtocol(asyncio.Protocol):
         self.server._register(self)
         self._last_activity = self._loop.time()
         settings = self.server.settings
-        # The shorter timeout first; _check_timeout re-arms for the state.
-        self._arm_timer(min(settings.command_timeout, settings.data_timeout))
+        self._timeout_step = min(settings.command_timeout, settings.data_timeout)
+        self._arm_timer(self._last_activity + self._timeout_step)
         log.debug("%s: connect from %s", session.id, session.peer)
         hook = self.hooks.get("on_connect")
         if hook is None:
@@ -323,7 +323,6 @@ class SMTPProtocol(asyncio.Protocol):
             if pending is not None:
                 self._await(pending)
                 return
-        self._rearm_for_state()
         self._flush()
 
     def _await(self, pending: Awaitable[None]) -> None:
@@ -434,8 +433,9 @@ class SMTPProtocol(asyncio.Protocol):
         envelope.content = b"".join(self._body)
         self._body = []
         if "on_message" not in self.hooks:
-            self._log_message(R.queued(queue_id))
-            conn.respond(R.queued(queue_id))
+            reply = R.queued(queue_id)
+            self._log_message(reply)
+            conn.respond(reply)
             return None
         return self._store(queue_id)
 
@@ -508,35 +508,30 @@ class SMTPProtocol(asyncio.Protocol):
         log.debug("%s: closing: %s", self.conn.session.id, event.reason)
 
     # --- timeouts and shutdown --------------------------------------------
-    def _arm_timer(self, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_delay = delay
-        self._timer = self._loop.call_at(self._last_activity + delay, self._check_timeout)
-
-    def _rearm_for_state(self) -> None:
-        """Switch timeouts when DATA starts or ends (RFC 5321 §4.5.3.2 gives each its own).
-
-        The timer is otherwise re-armed only when it fires, which would let
-        the previous state's timeout run on.
-        """
-        settings = self.server.settings
-        delay = settings.data_timeout if self.conn.in_data else settings.command_timeout
-        if delay != self._timer_delay and not self.conn.closed:
-            self._arm_timer(delay)
+    def _arm_timer(self, when: float) -> None:
+        self._timer = self._loop.call_at(when, self._check_timeout)
 
     def _check_timeout(self) -> None:
-        """Fire 421 if idle too long; otherwise re-arm for the remainder."""
+        """Say 421 if idle too long in this state (RFC 5321 §4.5.3.2); else look again.
+
+        One timer per connection, never moved on activity: it wakes at most
+        every ``min(command_timeout, data_timeout)`` and compares the idle
+        time with the timeout of the state the connection is in now, so a
+        change of state needs no re-arming.
+        """
         settings = self.server.settings
+        now = self._loop.time()
+        if self._busy:  # the handler is working: not the client's idle time
+            self._last_activity = now
         delay = settings.data_timeout if self.conn.in_data else settings.command_timeout
-        if self._busy or self._loop.time() < self._last_activity + delay:
-            if self._busy:
-                self._last_activity = self._loop.time()
-            self._arm_timer(delay)
+        if now >= self._last_activity + delay:
+            log.info("%s: timeout after %.0f s", self.conn.session.id, delay)
+            self.conn.timed_out()
+            self._flush()
             return
-        log.info("%s: timeout after %.0f s", self.conn.session.id, delay)
-        self.conn.timed_out()
-        self._flush()
+        step = self._timeout_step
+        wake = self._last_activity + step
+        self._arm_timer(wake if wake > now else min(self._last_activity + delay, now + step))
 
     def shutdown(self) -> None:
         """The server is stopping: 421 now, or after the hook in progress."""

@@ -12,6 +12,7 @@ what the server says can be read (and changed) here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 __all__ = ["Reply"]
 
@@ -66,31 +67,37 @@ class Reply:
 
 
 # --- connection ------------------------------------------------------------
+@lru_cache(maxsize=64)
 def greeting(hostname: str) -> Reply:
     """220, sent on connect (RFC 5321 §4.3.1); no enhanced code (RFC 2034 §3)."""
     return Reply(220, None, f"{hostname} ESMTP fastsmtp")
 
 
-def lmtp_greeting(hostname: str) -> Reply:
-    """220 for LMTP (RFC 2033)."""
-    return Reply(220, None, f"{hostname} LMTP fastsmtp")
+@lru_cache(maxsize=64)
+def helo_ok(hostname: str) -> Reply:
+    """250 to HELO: our name; no enhanced code (RFC 2034 §3)."""
+    return Reply(250, None, hostname)
 
 
+@lru_cache(maxsize=64)
 def bye(hostname: str) -> Reply:
     """221 after QUIT."""
     return Reply(221, "2.0.0", f"{hostname} closing connection")
 
 
+@lru_cache(maxsize=64)
 def timeout(hostname: str) -> Reply:
     """421 when the client was silent too long (RFC 5321 §4.5.3.2)."""
     return Reply(421, "4.4.2", f"{hostname} Error: timeout exceeded")
 
 
+@lru_cache(maxsize=64)
 def shutting_down(hostname: str) -> Reply:
     """421 when the server stops (RFC 5321 §3.8)."""
     return Reply(421, "4.3.2", f"{hostname} Service shutting down, closing connection")
 
 
+@lru_cache(maxsize=64)
 def too_many_errors(hostname: str) -> Reply:
     """421 after too many bad commands (RFC 5321 §4.3.2 allows closing)."""
     return Reply(421, "4.7.0", f"{hostname} Error: too many errors")

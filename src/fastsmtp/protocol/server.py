@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from ..config import Settings
@@ -272,7 +273,7 @@ class ServerConnection:
         if self.session.extended:
             extensions = ("STARTTLS", *self._extensions) if self._starttls else self._extensions
             return ehlo_reply(self.settings, extensions)
-        return reply or Reply(250, None, self.settings.hostname)
+        return reply or R.helo_ok(self.settings.hostname)
 
     def _respond_mail(self, event: MailFrom, reply: Reply | None, accept: bool) -> Reply:
         if accept:
@@ -533,13 +534,33 @@ _RESPONDERS: dict[type, Responder] = {
 
 def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
     """The EHLO reply: the host name, then the extensions actually enabled."""
-    lines = [settings.hostname]
-    if settings.pipelining:
+    return _ehlo_reply(
+        settings.hostname,
+        settings.pipelining,
+        settings.max_message_size,
+        settings.eightbitmime,
+        settings.smtputf8,
+        tuple(extensions),
+    )
+
+
+@lru_cache(maxsize=64)
+def _ehlo_reply(
+    hostname: str,
+    pipelining: bool,
+    max_message_size: int,
+    eightbitmime: bool,
+    smtputf8: bool,
+    extensions: tuple[str, ...],
+) -> Reply:
+    # Built once per configuration, not per connection.
+    lines = [hostname]
+    if pipelining:
         lines.append("PIPELINING")
-    lines.append(f"SIZE {settings.max_message_size}")
-    if settings.eightbitmime:
+    lines.append(f"SIZE {max_message_size}")
+    if eightbitmime:
         lines.append("8BITMIME")
-    if settings.smtputf8:
+    if smtputf8:
         lines.append("SMTPUTF8")
     lines.append("ENHANCEDSTATUSCODES")
     lines.extend(extensions)

@@ -95,7 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.handler_name() is None:
         raise ConfigError("choose where mail goes: --maildir DIR, --mbox FILE, --sink or --print")
-    run_until_signal(Server(settings=settings))
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        run_workers(settings)
+    else:
+        run_until_signal(Server(settings=settings))
     return 0
 
 

@@ -99,10 +99,11 @@ class Settings:
 
     # --- runtime ---
     loop: str = _setting("asyncio", "event loop: asyncio or uvloop")
+    workers: int = _setting(1, "server processes sharing the listeners (SO_REUSEPORT)")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_recipients", "max_errors"):
+        for name in ("max_message_size", "max_recipients", "max_errors", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_command_line < 64:

@@ -52,8 +52,20 @@ __all__ = ["Server", "new_event_loop", "run", "run_until_signal"]
 log = logging.getLogger("fastsmtp")
 
 # Ids: a per-process random prefix and a counter, unique across --workers.
-_ID_PREFIX = os.urandom(4).hex().upper()
+_ID_PREFIX = ""
 _ids = count(1)
+
+
+def _new_id_space() -> None:
+    global _ID_PREFIX, _ids
+    _ID_PREFIX = os.urandom(4).hex().upper()
+    _ids = count(1)
+
+
+_new_id_space()
+# A forked worker (--workers) must not hand out its parent's ids.
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_new_id_space)
 
 
 def new_id() -> str:
@@ -137,6 +149,8 @@ class Server:
                     target_host,
                     target_port,
                     reuse_address=True,
+                    # --workers: every worker process binds the same port.
+                    reuse_port=self.settings.workers > 1 or None,
                     backlog=1024,
                     ssl=tls,
                     ssl_handshake_timeout=self.settings.tls_handshake_timeout if tls else None,
@@ -568,7 +582,12 @@ def run(handler: object | None = None, **settings: Any) -> None:
     ``settings`` are ``Settings`` fields; ``loop="uvloop"`` uses uvloop.
     """
     server = Server(handler, **settings)
-    run_until_signal(server)
+    if server.settings.workers > 1:
+        from .workers import run_workers
+
+        run_workers(server.settings, server.handler)
+    else:
+        run_until_signal(server)
 
 
 def run_until_signal(server: Server) -> None:

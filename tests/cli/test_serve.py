@@ -212,3 +212,24 @@ def test_serve_with_a_local_domain_is_not_an_open_relay(tmp_path: Path) -> None:
             assert client.rcpt("user@example.com")[0] == 250
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    with serve("--maildir", str(maildir), "--workers", "2") as (proc, log, address):
+        # Both workers listen on the one port the parent reserved.
+        second = LISTENING.search(log.until(LISTENING, 20))
+        assert second is not None
+        assert (second.group(1), int(second.group(2))) == address
+        for i in range(40):  # new connections: the kernel spreads them over both
+            with smtplib.SMTP(*address, timeout=10) as client:
+                client.sendmail(
+                    "a@example.com", ["b@example.com"], f"Subject: {i}\r\n\r\n".encode()
+                )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    messages = [p.read_bytes() for p in (maildir / "new").iterdir()]
+    assert len(messages) == 40
+    # Queue ids start with a per-process prefix: both workers took mail.
+    ids = {re.search(rb" id ([0-9A-F]{8})", m).group(1) for m in messages}  # type: ignore[union-attr]
+    assert len(ids) == 2

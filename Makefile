@@ -3,7 +3,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: build test test-pure lint format annotate clean bench bench-load
+.PHONY: build test test-pure lint format annotate clean bench bench-load docs
 
 build:  ## compile the Cython wire layer in place
 	$(PYTHON) setup.py build_ext --inplace
@@ -33,6 +33,9 @@ bench-load: build  ## loopback load benchmark vs aiosmtpd and smtp-sink: bench/r
 .PHONY: wheel-check
 wheel-check:  ## sdist -> wheel -> auditwheel -> suite vs the installed wheel; CC=false and no-Cython installs
 	PYTHON=$(PYTHON) bash scripts/wheel_check.sh
+
+docs:  ## regenerate the settings reference in README.md from the dataclass
+	$(PYTHON) -c 'import re, pathlib; from fastsmtp.cli import settings_table as t; p = pathlib.Path("README.md"); p.write_text(re.sub(r"(<!-- settings:start -->\n).*?(\n<!-- settings:end -->)", lambda m: m.group(1) + t() + m.group(2), p.read_text(), flags=re.S))'
 
 annotate:  ## HTML report of what Cython left in Python: src/fastsmtp/wire/_c.html
 	$(PYTHON) -m cython -a -3 src/fastsmtp/wire/_c.pyx

@@ -96,6 +96,11 @@ class Settings:
     pipelining: bool = _setting(True, "advertise PIPELINING (RFC 2920)")
     eightbitmime: bool = _setting(True, "advertise 8BITMIME (RFC 6152)")
     smtputf8: bool = _setting(True, "advertise SMTPUTF8 (RFC 6531)")
+    dsn: bool = _setting(
+        False,
+        "advertise DSN (RFC 3461) and take RET/ENVID/NOTIFY/ORCPT; handlers get them "
+        "typed and must honour them",
+    )
 
     # --- runtime ---
     loop: str = _setting("asyncio", "event loop: asyncio or uvloop")

@@ -425,7 +425,7 @@ class SMTPProtocol(asyncio.Protocol):
         if "on_rcpt" not in self.hooks:
             self.conn.respond()
             return None
-        rcpt = Address(event.address, event.options)
+        rcpt = Address(event.address, event.options, event.dsn)
         return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
 
     def _on_default(self, event: Event) -> None:

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Address", "Envelope", "Session"]
+__all__ = ["Address", "Envelope", "RecipientDSN", "Session"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientDSN:
+    """A recipient's DSN parameters (RFC 3461 §4.1, §4.2).
+
+    ``notify`` is empty when NOTIFY was not given, ``{"NEVER"}``, or a set of
+    ``"SUCCESS"``, ``"FAILURE"``, ``"DELAY"``. ``orcpt`` is ``(addr_type,
+    address)`` with the xtext decoded, or ``None``.
+    """
+
+    notify: frozenset[str] = frozenset()
+    orcpt: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -23,6 +36,8 @@ class Address:
 
     address: str
     options: dict[str, str | None] = field(default_factory=dict)
+    #: NOTIFY/ORCPT of a recipient, typed (``None`` for the sender)
+    dsn: RecipientDSN | None = None
 
 
 @dataclass(slots=True)
@@ -68,3 +83,8 @@ class Envelope:
     body_type: str | None = None
     content: bytes | None = None
     queue_id: str | None = None
+    #: DSN (RFC 3461 §4.3, §4.4): RET (``"FULL"``/``"HDRS"``) and ENVID from MAIL
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    #: each accepted recipient's NOTIFY/ORCPT, parallel to ``rcpt_tos``
+    rcpt_dsn: list[RecipientDSN] = field(default_factory=list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..session import RecipientDSN
 from .replies import Reply
 
 __all__ = [
@@ -61,10 +62,11 @@ class MailFrom:
 
 @dataclass(frozen=True, slots=True)
 class RcptTo:
-    """*Decision*: RCPT TO, parsed."""
+    """*Decision*: RCPT TO, parsed; ``dsn`` holds NOTIFY/ORCPT typed."""
 
     address: str
     options: dict[str, str | None]
+    dsn: RecipientDSN = RecipientDSN()
 
 
 @dataclass(frozen=True, slots=True)

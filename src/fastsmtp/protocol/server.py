@@ -47,6 +47,7 @@ from ..wire import (
     parse_rcpt,
 )
 from . import replies as R
+from .dsn import parse_envid, parse_ret, recipient_dsn
 from .events import (
     NEED_DATA,
     BodyChunk,
@@ -108,6 +109,9 @@ _RCPT_ERRORS = {
     "utf8": R.NEEDS_SMTPUTF8,
     "param": R.BAD_PARAMETER,
 }
+_MAIL_DSN = {"RET": parse_ret, "ENVID": parse_envid}
+_RCPT_DSN = frozenset({"NOTIFY", "ORCPT"})
+
 _DATA_ERRORS = {
     DataError.TOO_BIG: R.MESSAGE_TOO_BIG,
     DataError.LINE_TOO_LONG: R.DATA_LINE_TOO_LONG,
@@ -283,6 +287,10 @@ class ServerConnection:
             env.smtputf8 = "SMTPUTF8" in event.options
             body = event.options.get("BODY")
             env.body_type = body.upper() if body else None
+            if "RET" in event.options:
+                env.dsn_ret = parse_ret(event.options["RET"])
+            if "ENVID" in event.options:
+                env.dsn_envid = parse_envid(event.options["ENVID"])
             self.state = State.MAIL
         return reply or R.SENDER_OK
 
@@ -290,6 +298,7 @@ class ServerConnection:
         if accept:
             self.envelope.rcpt_tos.append(event.address)
             self.envelope.rcpt_options.append(event.options)
+            self.envelope.rcpt_dsn.append(event.dsn)
             self.state = State.RCPT
         return reply or R.RECIPIENT_OK
 
@@ -412,6 +421,11 @@ class ServerConnection:
             elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
                 if value is not None:
                     return R.BAD_PARAMETER
+            elif key in _MAIL_DSN and settings.dsn:  # RFC 3461 §4.3, §4.4
+                try:
+                    _MAIL_DSN[key](value)
+                except ValueError:
+                    return R.BAD_DSN_PARAMETER
             else:
                 return R.UNKNOWN_PARAMETER
         return None
@@ -423,8 +437,12 @@ class ServerConnection:
             )
         except ParseError as exc:
             return self._bad(_RCPT_ERRORS[exc.kind])
-        if params:
+        if params and (not self.settings.dsn or not params.keys() <= _RCPT_DSN):
             return self._bad(R.UNKNOWN_PARAMETER)
+        try:
+            dsn = recipient_dsn(params)
+        except ValueError:
+            return self._bad(R.BAD_DSN_PARAMETER)
         if len(self.envelope.rcpt_tos) >= self.settings.max_recipients:
             # RFC 5321 §4.5.3.1.8: 452 and the client may retry the rest later.
             self._send(R.TOO_MANY_RECIPIENTS)
@@ -434,7 +452,7 @@ class ServerConnection:
             if refusal is not None:
                 # Counted like a bad command: it caps address harvesting too.
                 return self._bad(refusal)
-        return self._decide(RcptTo(address, params))
+        return self._decide(RcptTo(address, params, dsn))
 
     def _data(self, args: bytes) -> Event | None:
         if args:
@@ -540,6 +558,7 @@ def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
         settings.max_message_size,
         settings.eightbitmime,
         settings.smtputf8,
+        settings.dsn,
         tuple(extensions),
     )
 
@@ -551,6 +570,7 @@ def _ehlo_reply(
     max_message_size: int,
     eightbitmime: bool,
     smtputf8: bool,
+    dsn: bool,
     extensions: tuple[str, ...],
 ) -> Reply:
     # Built once per configuration, not per connection.
@@ -562,6 +582,8 @@ def _ehlo_reply(
         lines.append("8BITMIME")
     if smtputf8:
         lines.append("SMTPUTF8")
+    if dsn:
+        lines.append("DSN")
     lines.append("ENHANCEDSTATUSCODES")
     lines.extend(extensions)
     # RFC 2034 §3: no enhanced code on the EHLO reply.

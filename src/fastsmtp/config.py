@@ -96,6 +96,8 @@ class Settings:
     pipelining: bool = _setting(True, "advertise PIPELINING (RFC 2920)")
     eightbitmime: bool = _setting(True, "advertise 8BITMIME (RFC 6152)")
     smtputf8: bool = _setting(True, "advertise SMTPUTF8 (RFC 6531)")
+    chunking: bool = _setting(True, "advertise CHUNKING and take BDAT (RFC 3030)")
+    binarymime: bool = _setting(True, "advertise BINARYMIME (RFC 3030 §3; needs chunking)")
     dsn: bool = _setting(
         False,
         "advertise DSN (RFC 3461) and take RET/ENVID/NOTIFY/ORCPT; handlers get them "

@@ -480,6 +480,7 @@ class SMTPProtocol(asyncio.Protocol):
         log.info("%s: message refused: %s", self.conn.session.id, event.reply)
 
     def _on_reset(self, event: Reset) -> Awaitable[None] | None:
+        self._body = []  # RSET between BDAT chunks drops what came so far
         hook = self.hooks.get("on_reset")
         if hook is None:
             return None

@@ -28,6 +28,8 @@ DEFAULT_EHLO = [
     "SIZE 33554432",
     "8BITMIME",
     "SMTPUTF8",
+    "CHUNKING",
+    "BINARYMIME",
     "ENHANCEDSTATUSCODES",
 ]
 
@@ -62,7 +64,12 @@ def test_ehlo_lists_exactly_the_default_extensions(smtp):
 
 @pytest.mark.parametrize(
     ("setting", "missing"),
-    [("pipelining", "PIPELINING"), ("eightbitmime", "8BITMIME"), ("smtputf8", "SMTPUTF8")],
+    [
+        ("pipelining", "PIPELINING"),
+        ("eightbitmime", "8BITMIME"),
+        ("smtputf8", "SMTPUTF8"),
+        ("binarymime", "BINARYMIME"),
+    ],
 )
 def test_ehlo_omits_a_disabled_extension(connect, setting, missing):
     reply = connect(**{setting: False}).cmd("EHLO client.example")
@@ -71,7 +78,9 @@ def test_ehlo_omits_a_disabled_extension(connect, setting, missing):
 
 
 def test_ehlo_with_every_optional_extension_disabled(connect):
-    driver = connect(pipelining=False, eightbitmime=False, smtputf8=False, max_message_size=1000)
+    driver = connect(
+        pipelining=False, eightbitmime=False, smtputf8=False, chunking=False, max_message_size=1000
+    )
     assert driver.cmd("EHLO client.example").lines == [
         "mx.test",
         "SIZE 1000",
@@ -83,7 +92,7 @@ def test_ehlo_raw_bytes_are_a_well_formed_multiline_reply(smtp):
     out = smtp.feed(b"EHLO client.example\r\n")
     assert out == (
         b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n"
-        b"250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+        b"250-SMTPUTF8\r\n250-CHUNKING\r\n250-BINARYMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
     )
 
 

@@ -65,12 +65,16 @@ def test_ehlo_advertises_the_default_extensions(serve):
         "SIZE 4096",
         "8BITMIME",
         "SMTPUTF8",
+        "CHUNKING",
+        "BINARYMIME",
         "ENHANCEDSTATUSCODES",
     ]
 
 
 def test_ehlo_does_not_advertise_disabled_extensions(serve):
-    host, port = serve(Collect(), pipelining=False, eightbitmime=False, smtputf8=False)
+    host, port = serve(
+        Collect(), pipelining=False, eightbitmime=False, smtputf8=False, chunking=False
+    )
     with smtplib.SMTP(host, port, timeout=5) as smtp:
         smtp.ehlo("client.example")
         features = dict(smtp.esmtp_features)

@@ -8,7 +8,7 @@ was due.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..session import RecipientDSN
 from .replies import Reply
@@ -66,7 +66,7 @@ class RcptTo:
 
     address: str
     options: dict[str, str | None]
-    dsn: RecipientDSN = RecipientDSN()
+    dsn: RecipientDSN = field(default_factory=RecipientDSN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,11 @@ HELP = Reply(
 )
 
 
+def chunk_received(size: int) -> Reply:
+    """250 to a BDAT chunk that is not the last (RFC 3030 §2)."""
+    return Reply(250, "2.0.0", f"{size} octets received")
+
+
 def queued(queue_id: str) -> Reply:
     """250 after DATA, naming the message's id (as Postfix does)."""
     return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
@@ -149,6 +154,9 @@ NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
 NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+AFTER_BDAT = Reply(503, "5.5.1", "Error: only BDAT may follow BDAT in a transaction")
+BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT, not DATA")
+SYNTAX_BDAT = Reply(501, "5.5.4", "Syntax: BDAT size [LAST]")
 # RFC 2920 §3.1: DATA after no successful RCPT MUST fail with 503.
 NO_VALID_RECIPIENTS = Reply(503, "5.5.1", "Error: no valid recipients")
 

@@ -82,20 +82,33 @@ class State(enum.IntEnum):
     DATA = 5  # receiving the message body
     TLS = 6  # STARTTLS accepted: input is discarded until tls_started()
     CLOSED = 7
+    CHUNKS = 8  # between BDAT chunks of one message (RFC 3030)
+    BDAT = 9  # consuming the octets of one BDAT chunk
 
 
 # verb -> {state: the 503 that refuses it there}; states not listed admit
 # the verb. RFC 5321 §4.1.4 gives the order.
 _SEQUENCE: dict[str, dict[State, Reply]] = {
-    "MAIL": {State.CONNECTED: R.NEED_HELO, State.MAIL: R.NESTED_MAIL, State.RCPT: R.NESTED_MAIL},
-    "RCPT": {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL},
+    "MAIL": {
+        State.CONNECTED: R.NEED_HELO,
+        State.MAIL: R.NESTED_MAIL,
+        State.RCPT: R.NESTED_MAIL,
+        State.CHUNKS: R.NESTED_MAIL,
+    },
+    "RCPT": {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL, State.CHUNKS: R.AFTER_BDAT},
     # RFC 2920 §3.1: DATA with no accepted recipient fails with 503.
     "DATA": {
         State.CONNECTED: R.NEED_MAIL,
         State.READY: R.NEED_MAIL,
         State.MAIL: R.NO_VALID_RECIPIENTS,
+        # RFC 3030 §2: no DATA in a transaction that used BDAT.
+        State.CHUNKS: R.AFTER_BDAT,
     },
 }
+# BDAT has no entry: a chunk is consumed even when refused (RFC 3030 §2),
+# so _bdat checks the sequence itself.
+
+_IN_TRANSACTION = frozenset({State.MAIL, State.RCPT, State.CHUNKS})
 
 _MAIL_ERRORS = {
     "syntax": R.SYNTAX_MAIL,
@@ -109,6 +122,12 @@ _RCPT_ERRORS = {
     "utf8": R.NEEDS_SMTPUTF8,
     "param": R.BAD_PARAMETER,
 }
+_BDAT_SEQUENCE = {
+    State.CONNECTED: R.NEED_MAIL,
+    State.READY: R.NEED_MAIL,
+    State.MAIL: R.NO_VALID_RECIPIENTS,
+}
+
 _MAIL_DSN = {"RET": parse_ret, "ENVID": parse_envid}
 _RCPT_DSN = frozenset({"NOTIFY", "ORCPT"})
 
@@ -138,6 +157,16 @@ class ServerConnection:
         self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
         self._decoder: DataDecoder | None = None
         self._data_done = False
+        # BDAT: octets left in this chunk, its size, LAST, the refusal to send
+        # once it is consumed, where a refused chunk leaves the state, and
+        # whether this transaction's chunks have begun (DataStarted sent).
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_refusal: Reply | None = None
+        self._chunk_return = State.READY
+        self._chunks_started = False
+        self._chunks_total = 0
         self._decision: Event | None = None
         # A notice to return before reading on (Reset after a HELO/EHLO during a transaction).
         self._notice: Event | None = None
@@ -145,6 +174,11 @@ class ServerConnection:
         self._errors = 0
         self._out: list[bytes] = []
         self._extensions = tuple(extensions)
+        self._body_types = (
+            ("7BIT", "8BITMIME", "BINARYMIME")
+            if settings.chunking and settings.binarymime
+            else ("7BIT", "8BITMIME")
+        )
         # STARTTLS is offered when the I/O layer can do it and TLS is not on yet.
         self._starttls = starttls and not session.tls
         self._relay = relay if relay is not None and relay.enabled else None
@@ -158,7 +192,7 @@ class ServerConnection:
     @property
     def in_data(self) -> bool:
         """True while a message body is being received (DATA timeout applies)."""
-        return self.state is State.DATA
+        return self.state is State.DATA or self.state is State.BDAT
 
     @property
     def pending_decision(self) -> Event | None:
@@ -225,11 +259,16 @@ class ServerConnection:
             return notice
         if self.state is State.CLOSED or self.state is State.TLS:
             return NEED_DATA
-        if self.state is State.DATA:
-            return self._body_event()
         reader = self._reader
-        event: Event | None
+        event: Event | NeedData | None
         while True:
+            if self.state is State.DATA:
+                return self._body_event()
+            if self.state is State.BDAT:
+                event = self._chunk_event()
+                if event is not None:
+                    return event
+                continue
             try:
                 line = reader.next_line()
             except LineTooLong:
@@ -267,7 +306,7 @@ class ServerConnection:
         if not accept:
             assert reply is not None
             return reply
-        if self.state is State.MAIL or self.state is State.RCPT:
+        if self.state in _IN_TRANSACTION:
             # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
             self._notice = Reset()
         self._reset_transaction()
@@ -346,6 +385,8 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
             self.envelope = Envelope()
+        self._chunks_started = False
+        self._chunks_total = 0
 
     def _body_event(self) -> Event | NeedData:
         decoder = self._decoder
@@ -374,6 +415,40 @@ class ServerConnection:
             self.state = State.READY
             return MessageAborted(reply)
         return self._decide(MessageEnd())
+
+    def _chunk_event(self) -> Event | NeedData | None:
+        """Consume one BDAT chunk; None once it is answered (RFC 3030 §2)."""
+        if self._chunk_left:
+            piece = self._reader.take(self._chunk_left)
+            if not piece:
+                if self._eof:
+                    return self._close("connection lost during BDAT")
+                return NEED_DATA
+            self._chunk_left -= len(piece)
+            if self._chunk_refusal is None:
+                # Counted, never parsed: BINARYMIME octets may be anything.
+                self._chunks_total += len(piece)
+                return BodyChunk(piece)
+            if self._chunk_left:
+                return NEED_DATA
+        refusal = self._chunk_refusal
+        if refusal is R.MESSAGE_TOO_BIG:
+            # The message failed: drop it and its transaction (not a client error).
+            self._chunk_refusal = None
+            started = self._chunks_started
+            self._send(refusal)
+            self._reset_transaction()
+            self.state = State.READY
+            return MessageAborted(refusal) if started else None
+        if refusal is not None:  # out of sequence: no transaction to drop
+            self._chunk_refusal = None
+            self.state = self._chunk_return
+            return self._bad(refusal)
+        self.state = State.CHUNKS
+        if self._chunk_last:
+            return self._decide(MessageEnd())
+        self._send(R.chunk_received(self._chunk_size))
+        return None
 
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
     def _hello(self, verb: str, args: bytes) -> Event | None:
@@ -415,8 +490,8 @@ class ServerConnection:
                     return R.BAD_SIZE
                 if int(value) > settings.max_message_size:
                     return R.MESSAGE_TOO_BIG
-            elif key == "BODY" and settings.eightbitmime:  # RFC 6152
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+            elif key == "BODY" and settings.eightbitmime:  # RFC 6152, RFC 3030 §3
+                if value is None or value.upper() not in self._body_types:
                     return R.BAD_BODY
             elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
                 if value is not None:
@@ -457,6 +532,8 @@ class ServerConnection:
     def _data(self, args: bytes) -> Event | None:
         if args:
             return self._bad(R.NO_ARGUMENTS)
+        if self.envelope.body_type == "BINARYMIME":
+            return self._bad(R.BINARYMIME_NEEDS_BDAT)  # RFC 3030 §3
         settings = self.settings
         self._decoder = DataDecoder(
             settings.max_message_size, settings.max_line_length, settings.strict_crlf
@@ -464,6 +541,32 @@ class ServerConnection:
         self.state = State.DATA
         self._send(R.START_DATA)
         return DataStarted()
+
+    def _bdat(self, args: bytes) -> Event | None:
+        if not self.settings.chunking:
+            return self._bad(R.NOT_IMPLEMENTED)
+        parts = args.split()
+        if (
+            not 1 <= len(parts) <= 2
+            or not parts[0].isdigit()
+            or (len(parts) == 2 and parts[1].upper() != b"LAST")
+        ):
+            # Without a size there is nothing to consume: stay in command mode.
+            return self._bad(R.SYNTAX_BDAT)
+        size = int(parts[0])
+        self._chunk_left = self._chunk_size = size
+        self._chunk_last = len(parts) == 2
+        self._chunk_return = self.state
+        refusal = _BDAT_SEQUENCE.get(self.state)
+        if refusal is None and self._chunks_total + size > self.settings.max_message_size:
+            refusal = R.MESSAGE_TOO_BIG  # RFC 3030 §2 with RFC 1870
+        self._chunk_refusal = refusal
+        started = refusal is None and not self._chunks_started
+        self.state = State.BDAT
+        if started:
+            self._chunks_started = True
+            return DataStarted()
+        return None
 
     def _rset(self, args: bytes) -> Event | None:
         if args:
@@ -534,6 +637,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "VRFY": ServerConnection._vrfy,
         "EXPN": ServerConnection._expn,
         "STARTTLS": ServerConnection._starttls_command,
+        "BDAT": ServerConnection._bdat,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()
@@ -559,6 +663,8 @@ def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
         settings.eightbitmime,
         settings.smtputf8,
         settings.dsn,
+        settings.chunking,
+        settings.binarymime,
         tuple(extensions),
     )
 
@@ -571,6 +677,8 @@ def _ehlo_reply(
     eightbitmime: bool,
     smtputf8: bool,
     dsn: bool,
+    chunking: bool,
+    binarymime: bool,
     extensions: tuple[str, ...],
 ) -> Reply:
     # Built once per configuration, not per connection.
@@ -584,6 +692,10 @@ def _ehlo_reply(
         lines.append("SMTPUTF8")
     if dsn:
         lines.append("DSN")
+    if chunking:
+        lines.append("CHUNKING")
+        if binarymime:
+            lines.append("BINARYMIME")
     lines.append("ENHANCEDSTATUSCODES")
     lines.extend(extensions)
     # RFC 2034 §3: no enhanced code on the EHLO reply.

@@ -8,9 +8,7 @@ queued for the peer into ``WireReply`` objects.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,38 +24,11 @@ from fastsmtp.protocol.events import (
 from fastsmtp.protocol.replies import Reply
 from fastsmtp.protocol.server import ServerConnection
 from fastsmtp.session import Envelope, Session
+from smtp_replies import WireReply, reply_line
 
 HOSTNAME = "mx.test"
 PEER = ("192.0.2.7", 40123)
-_LINE = re.compile(rb"^(\d{3})([ -])(.*)$", re.S)
-_ENHANCED = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
-
 Decide = Callable[[Event], Reply | None]
-
-
-@dataclass
-class WireReply:
-    """One reply as the peer sees it: the code, and each line's text."""
-
-    code: int
-    lines: list[str]
-
-    @property
-    def enhanced(self) -> str | None:
-        """The enhanced status code on the last line, if it carries one."""
-        first = self.lines[-1].split(" ", 1)[0]
-        return first if _ENHANCED.match(first) else None
-
-    @property
-    def text(self) -> str:
-        """The human-readable text, without the enhanced code on each line."""
-        code = self.enhanced
-        if code is None:
-            return "\n".join(self.lines)
-        return "\n".join(line.removeprefix(code + " ") for line in self.lines)
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.lines}"
 
 
 def parse_replies(data: bytes) -> list[WireReply]:
@@ -66,12 +37,10 @@ def parse_replies(data: bytes) -> list[WireReply]:
     lines: list[str] = []
     assert data == b"" or data.endswith(b"\r\n"), data
     for raw in data.split(b"\r\n")[:-1]:
-        match = _LINE.match(raw)
-        assert match, f"not an SMTP reply line: {raw!r}"
-        code, sep, text = match.groups()
-        lines.append(text.decode("utf-8"))
-        if sep == b" ":
-            replies.append(WireReply(int(code), lines))
+        code, last, text = reply_line(raw)
+        lines.append(text)
+        if last:
+            replies.append(WireReply(code, lines))
             lines = []
     assert not lines, f"unfinished multi-line reply: {lines!r}"
     return replies

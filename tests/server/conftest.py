@@ -12,58 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import select
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from fastsmtp.testing import running
+from smtp_replies import WireReply, reply_line
 
 HOSTNAME = "mx.test"
 TIMEOUT = 5.0  # seconds for any one socket operation
 DEADLINE = 10.0  # seconds for any one multi-read wait
 
-_LINE = re.compile(rb"^(\d{3})([ -])(.*)$", re.S)
-_ENHANCED = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
-_QUEUED = re.compile(r"queued as (\S+)")
-
 Address = tuple[str, int]
-
-
-@dataclass
-class SMTPReply:
-    """One reply as a client sees it: the code and each line's text."""
-
-    code: int
-    lines: list[str]
-
-    @property
-    def enhanced(self) -> str | None:
-        """The enhanced status code starting the last line, if any."""
-        first = self.lines[-1].split(" ", 1)[0]
-        return first if _ENHANCED.match(first) else None
-
-    @property
-    def text(self) -> str:
-        """The text without the enhanced code on each line."""
-        code = self.enhanced
-        if code is None:
-            return "\n".join(self.lines)
-        return "\n".join(line.removeprefix(code + " ") for line in self.lines)
-
-    @property
-    def queue_id(self) -> str | None:
-        """The id in a ``250 ... queued as ID`` reply."""
-        match = _QUEUED.search(self.text)
-        return match.group(1) if match else None
-
-    def __repr__(self) -> str:
-        return f"<{self.code} {self.lines!r}>"
 
 
 class RawClient:
@@ -91,32 +55,30 @@ class RawClient:
                 raise EOFError(f"server closed the connection; have {bytes(self._buf)!r}")
             self._buf += chunk
 
-    def reply(self, deadline: float | None = None) -> SMTPReply:
+    def reply(self, deadline: float | None = None) -> WireReply:
         """Read one (possibly multi-line) reply."""
         deadline = deadline or time.monotonic() + DEADLINE
         lines: list[str] = []
         for _ in range(1000):
             raw = self._line(deadline)
-            match = _LINE.match(raw)
-            assert match, f"not an SMTP reply line: {raw!r}"
-            code, sep, text = match.groups()
-            lines.append(text.decode("utf-8"))
-            if sep == b" ":
-                return SMTPReply(int(code), lines)
+            code, last, text = reply_line(raw)
+            lines.append(text)
+            if last:
+                return WireReply(code, lines)
         raise AssertionError("reply with more than 1000 lines")
 
-    def replies(self, n: int) -> list[SMTPReply]:
+    def replies(self, n: int) -> list[WireReply]:
         """Read exactly ``n`` replies within one deadline."""
         deadline = time.monotonic() + DEADLINE
         return [self.reply(deadline) for _ in range(n)]
 
-    def cmd(self, line: str | bytes) -> SMTPReply:
+    def cmd(self, line: str | bytes) -> WireReply:
         """Send one command line and read its reply."""
         raw = line.encode("utf-8") if isinstance(line, str) else line
         self.send(raw + b"\r\n")
         return self.reply()
 
-    def ehlo(self, name: str = "client.example") -> SMTPReply:
+    def ehlo(self, name: str = "client.example") -> WireReply:
         reply = self.cmd(f"EHLO {name}")
         assert reply.code == 250, reply
         return reply
@@ -128,7 +90,7 @@ class RawClient:
         for rcpt in rcpts or ("<bob@example.com>",):
             assert self.cmd(f"RCPT TO:{rcpt}").code == 250
 
-    def send_message(self, body: bytes) -> SMTPReply:
+    def send_message(self, body: bytes) -> WireReply:
         """DATA, ``body`` (CRLF-terminated, already dot-stuffed), the terminator."""
         assert self.cmd("DATA").code == 354
         self.send(body + b".\r\n")

@@ -115,6 +115,9 @@ class Server:
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._date_cache = (0, "")
+        # Every connection of this server reads into this one buffer (see
+        # SMTPProtocol): reads are handled one at a time on the loop.
+        self._read_buffer = memoryview(bytearray(256 * 1024))
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -253,8 +256,15 @@ def _localtime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds).astimezone()
 
 
-class SMTPProtocol(asyncio.Protocol):
-    """One client connection: a transport around a ``ServerConnection``."""
+class SMTPProtocol(asyncio.BufferedProtocol):
+    """One client connection: a transport around a ``ServerConnection``.
+
+    A ``BufferedProtocol``: the transport reads into the server's one shared
+    buffer (``get_buffer``) and ``buffer_updated`` copies what arrived into
+    the connection before returning, so no read allocates. asyncio's plain
+    ``Protocol`` path allocates 256 KiB per read, which glibc serves with an
+    mmap and munmap each time: measured, that halved the 1 KiB message rate.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -297,7 +307,14 @@ class SMTPProtocol(asyncio.Protocol):
         else:
             self._await(self._connect())
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # The buffer is shared: receive_data copies before the next read.
+        self.data_received(self.server._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         self._last_activity = self._loop.time()
         self.conn.receive_data(data)
         if not self._busy:

@@ -207,7 +207,7 @@ class ServerConnection:
             self._send(reply)
             self.state = State.CLOSED
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         """Take bytes from the peer; ``b""`` means the peer closed its side."""
         if self.state is State.CLOSED or self.state is State.TLS:
             # RFC 3207 §4.2 / CVE-2011-0411: nothing sent before the handshake

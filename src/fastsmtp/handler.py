@@ -35,7 +35,8 @@ class Handler:
         on_mail(session, envelope, sender)        -> Reply | None   (sender: Address)
         on_rcpt(session, envelope, rcpt)          -> Reply | None   (rcpt: Address)
         on_message(session, envelope)             -> Reply | None   (envelope.content: bytes)
-        on_reset(session, envelope)               -> None           (RSET or a new EHLO)
+        on_reset(session, envelope)               -> None           (RSET or a new EHLO;
+                                                                     the abandoned envelope)
         on_disconnect(session)                    -> None
 
     ``on_mail`` and ``on_rcpt`` run before the address is added to the

@@ -501,7 +501,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         hook = self.hooks.get("on_reset")
         if hook is None:
             return None
-        return self._notify(hook, self.conn.session, self.conn.envelope)
+        return self._notify(hook, self.conn.session, event.envelope)
 
     def _on_starttls(self, event: StartTLS) -> Awaitable[None]:
         return self._start_tls()

@@ -231,11 +231,13 @@ class Lifecycle(Collect):
     def __init__(self) -> None:
         super().__init__()
         self.resets: list[str] = []
+        self.abandoned: list[tuple[str | None, list[str]]] = []
         self.disconnects: list[str] = []
         self.gone = threading.Event()
 
     async def on_reset(self, session, envelope):
         self.resets.append(session.id)
+        self.abandoned.append((envelope.mail_from, list(envelope.rcpt_tos)))
 
     def on_disconnect(self, session):
         self.disconnects.append(session.id)
@@ -251,6 +253,8 @@ def test_on_reset_and_on_disconnect_are_called(serve, client):
     raw.begin()  # a new EHLO during a transaction is a reset too (RFC 5321 §4.1.4)
     raw.ehlo()
     assert len(handler.resets) == 2
+    # on_reset sees the transaction it abandons, not the empty one after it.
+    assert handler.abandoned == [("alice@example.com", ["bob@example.com"])] * 2
     assert raw.cmd("QUIT").code == 221
     raw.expect_closed()
     assert handler.gone.wait(5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..session import RecipientDSN
+from ..session import Envelope, RecipientDSN
 from .replies import Reply
 
 __all__ = [
@@ -109,7 +109,12 @@ class MessageAborted:
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    """The transaction was abandoned (RSET, or HELO/EHLO during one)."""
+    """The transaction was abandoned (RSET, or HELO/EHLO during one).
+
+    ``envelope`` is the abandoned transaction, as far as it had got.
+    """
+
+    envelope: Envelope
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,7 +308,7 @@ class ServerConnection:
             return reply
         if self.state in _IN_TRANSACTION:
             # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
-            self._notice = Reset()
+            self._notice = Reset(self.envelope)
         self._reset_transaction()
         self.session.host_name = event.host_name
         self.session.extended = event.verb != "HELO"
@@ -571,11 +571,12 @@ class ServerConnection:
     def _rset(self, args: bytes) -> Event | None:
         if args:
             return self._bad(R.NO_ARGUMENTS)
+        abandoned = self.envelope
         self._reset_transaction()
         if self.state is not State.CONNECTED:
             self.state = State.READY
         self._send(R.OK)
-        return Reset()
+        return Reset(abandoned)
 
     def _noop(self, args: bytes) -> Event | None:
         # RFC 5321 §4.1.1.9: a NOOP argument is allowed and ignored.

@@ -63,13 +63,14 @@ EOF
     "$1/bin/pip" install -q -r "$1/test-requirements.txt"
 }
 # Run pytest with an installed package, from a directory holding only copies of
-# the sdist's tests/ and pyproject.toml (the pytest settings).
+# the sdist's tests/, pyproject.toml (the pytest settings) and README.md (whose
+# settings table a test compares with the installed code).
 pytest_installed() {
     local venv=$1 name=$2
     shift 2
     local run="$work/run-$name"
     mkdir -p "$run"
-    cp -r "$sdist_dir/tests" "$sdist_dir/pyproject.toml" "$run/"
+    cp -r "$sdist_dir/tests" "$sdist_dir/pyproject.toml" "$sdist_dir/README.md" "$run/"
     (cd "$run" && "$venv/bin/python" -m pytest "$@")
 }
 # Where fastsmtp and its wire module come from; fails unless IMPLEMENTATION is $2.

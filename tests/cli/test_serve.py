@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,15 +174,13 @@ def test_settings_and_version_commands() -> None:
     assert version.stdout.strip() == f"fastsmtp {fastsmtp.__version__}"
 
 
-def test_tls_flags_starttls_and_implicit_tls(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
+def test_tls_flags_starttls_and_implicit_tls(
+    tmp_path: Path, ca: Any, client_context: ssl.SSLContext
+) -> None:
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
     flags = ("--sink", "--tls-cert", str(cert_file), "--tls-key", str(key_file))
     implicit = ("--implicit-tls-listen", "127.0.0.1:0", "--require-tls")
     with serve(*flags, *implicit) as (proc, log, address):

@@ -11,12 +11,10 @@ installed). Both return ``(host, port)``. ``server_context`` and
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import trustme
 
 from fastsmtp.compat.aiosmtpd import Controller
 
@@ -71,24 +69,3 @@ def aiosmtpd_controller() -> Iterator[Start]:
     yield start
     for controller in started:
         controller.stop()
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A server certificate for 127.0.0.1 from a test CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="session")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A client context that trusts the test CA."""
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context

@@ -81,16 +81,9 @@ def test_swaks_smuggling_attempt_is_refused_and_nothing_delivered(
     assert handler.envelopes == []
 
 
-def test_swaks_starttls(tmp_path: Path, swaks: str, run_tool: Any) -> None:
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+def test_swaks_starttls(server_context: Any, swaks: str, run_tool: Any) -> None:
     handler = Collect()
-    with running(handler, tls_context=context, require_tls=True) as (host, port):
+    with running(handler, tls_context=server_context, require_tls=True) as (host, port):
         result = run_tool(
             swaks,
             "--to", "a@b.example",

@@ -54,10 +54,15 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class MailFrom:
-    """*Decision*: MAIL FROM, parsed and checked against the advertised extensions."""
+    """*Decision*: MAIL FROM, parsed and checked against the advertised extensions.
+
+    ``dsn_ret`` and ``dsn_envid`` are RET and ENVID typed (RFC 3461), if given.
+    """
 
     address: str
     options: dict[str, str | None]
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,10 +326,8 @@ class ServerConnection:
             env.smtputf8 = "SMTPUTF8" in event.options
             body = event.options.get("BODY")
             env.body_type = body.upper() if body else None
-            if "RET" in event.options:
-                env.dsn_ret = parse_ret(event.options["RET"])
-            if "ENVID" in event.options:
-                env.dsn_envid = parse_envid(event.options["ENVID"])
+            env.dsn_ret = event.dsn_ret
+            env.dsn_envid = event.dsn_envid
             self.state = State.MAIL
         return reply or R.SENDER_OK
 
@@ -469,17 +467,23 @@ class ServerConnection:
             address, params = parse_mail(args, lenient=self.settings.lenient_addresses)
         except ParseError as exc:
             return self._bad(_MAIL_ERRORS[exc.kind])
-        problem = self._check_mail_params(params)
+        dsn: dict[str, str] = {}
+        problem = self._check_mail_params(params, dsn)
         if problem is R.MESSAGE_TOO_BIG:
             # RFC 1870 §6.1: 552 for a declared size over the limit; not a client error.
             self._send(problem)
             return None
         if problem is not None:
             return self._bad(problem)
-        return self._decide(MailFrom(address, params))
+        return self._decide(MailFrom(address, params, dsn.get("RET"), dsn.get("ENVID")))
 
-    def _check_mail_params(self, params: dict[str, str | None]) -> Reply | None:
-        """The reply refusing MAIL's parameters, or None when they are acceptable."""
+    def _check_mail_params(
+        self, params: dict[str, str | None], dsn: dict[str, str]
+    ) -> Reply | None:
+        """The reply refusing MAIL's parameters, or None when they are acceptable.
+
+        RET and ENVID, once checked, are left typed in ``dsn``.
+        """
         settings = self.settings
         if params and not self.session.extended:
             # Parameters are ESMTP: not after plain HELO (RFC 5321 §4.1.2).
@@ -498,7 +502,7 @@ class ServerConnection:
                     return R.BAD_PARAMETER
             elif key in _MAIL_DSN and settings.dsn:  # RFC 3461 §4.3, §4.4
                 try:
-                    _MAIL_DSN[key](value)
+                    dsn[key] = _MAIL_DSN[key](value)
                 except ValueError:
                     return R.BAD_DSN_PARAMETER
             else:

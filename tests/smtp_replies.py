@@ -47,3 +47,18 @@ def reply_line(raw: bytes) -> tuple[int, bool, str]:
     assert match, f"not an SMTP reply line: {raw!r}"
     code, sep, text = match.groups()
     return int(code), sep == b" ", text.decode("utf-8")
+
+
+def parse_replies(data: bytes) -> list[WireReply]:
+    """Split reply bytes into replies; fail on anything that is not a reply line."""
+    replies: list[WireReply] = []
+    lines: list[str] = []
+    assert data == b"" or data.endswith(b"\r\n"), data
+    for raw in data.split(b"\r\n")[:-1]:
+        code, last, text = reply_line(raw)
+        lines.append(text)
+        if last:
+            replies.append(WireReply(code, lines))
+            lines = []
+    assert not lines, f"unfinished multi-line reply: {lines!r}"
+    return replies

@@ -24,26 +24,11 @@ from fastsmtp.protocol.events import (
 from fastsmtp.protocol.replies import Reply
 from fastsmtp.protocol.server import ServerConnection
 from fastsmtp.session import Envelope, Session
-from smtp_replies import WireReply, reply_line
+from smtp_replies import WireReply, parse_replies
 
 HOSTNAME = "mx.test"
 PEER = ("192.0.2.7", 40123)
 Decide = Callable[[Event], Reply | None]
-
-
-def parse_replies(data: bytes) -> list[WireReply]:
-    """Split reply bytes into replies; fail on anything that is not a reply line."""
-    replies: list[WireReply] = []
-    lines: list[str] = []
-    assert data == b"" or data.endswith(b"\r\n"), data
-    for raw in data.split(b"\r\n")[:-1]:
-        code, last, text = reply_line(raw)
-        lines.append(text)
-        if last:
-            replies.append(WireReply(code, lines))
-            lines = []
-    assert not lines, f"unfinished multi-line reply: {lines!r}"
-    return replies
 
 
 class Driver:

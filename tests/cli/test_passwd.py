@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from test_serve import serve
 
 

@@ -278,3 +278,32 @@ def test_failure_limiter_memory_is_bounded() -> None:
     for i in range(10):
         limiter.failed(f"client{i}", 0)
     assert [limiter.blocked(f"client{i}", 1) for i in (0, 9)] == [False, True]
+
+
+def auth_connection(**settings: object) -> ServerConnection:
+    conn = ServerConnection(
+        Settings(hostname="mx.test", auth_without_tls=True, **settings),  # type: ignore[arg-type]
+        Session(id="T"),
+        auth_mechanisms=("PLAIN", "LOGIN"),
+    )
+    conn.greet()
+    conn.data_to_send()
+    return conn
+
+
+def test_a_bad_line_during_auth_ends_the_exchange() -> None:
+    conn = auth_connection()
+    pump(conn, b"EHLO c\r\nAUTH LOGIN\r\n")
+    assert conn.data_to_send().endswith(b"334 VXNlcm5hbWU6\r\n")
+    # A bare LF is refused, and what follows is a command again, not a SASL response.
+    pump(conn, b"YWxpY2U=\nNOOP\r\n")
+    assert conn.data_to_send() == (
+        b"500 5.5.2 Error: bare CR or LF received; lines must end with CRLF\r\n250 2.0.0 OK\r\n"
+    )
+
+
+def test_auth_after_helo_needs_ehlo() -> None:
+    conn = auth_connection()
+    pump(conn, b"HELO c\r\nAUTH PLAIN\r\n")
+    assert conn.data_to_send().endswith(b"503 5.5.1 Error: send EHLO first\r\n")
+    assert conn.session.auth is None

@@ -168,6 +168,21 @@ def test_without_an_authenticator_auth_is_unknown(serve, client):
     assert plain_auth(raw).code == 500
 
 
+def test_mail_takes_the_auth_parameter_when_auth_is_offered(serve, client):
+    handler = Collect()
+    raw = client(serve(handler, authenticator=check_password, auth_without_tls=True))
+    raw.ehlo()
+    assert plain_auth(raw).code == 235
+    # RFC 4954 §5: a server that offers AUTH must take MAIL's AUTH parameter.
+    assert raw.cmd("MAIL FROM:<alice@example.com> AUTH=<>").code == 250
+    assert raw.cmd("RCPT TO:<x@example.com>").code == 250
+    assert raw.send_message(MESSAGE).code == 250
+    assert handler.wait_for(1)[0].mail_options == {"AUTH": "<>"}
+    unoffered = client(serve(Collect()))
+    unoffered.ehlo()
+    assert unoffered.cmd("MAIL FROM:<alice@example.com> AUTH=<>").code == 555
+
+
 def test_require_auth_refuses_mail_until_authenticated(serve, client):
     raw = client(
         serve(Collect(), authenticator=check_password, auth_without_tls=True, require_auth=True)

@@ -548,6 +548,9 @@ class ServerConnection:
             elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
                 if value is not None:
                     return R.BAD_PARAMETER
+            elif key == "AUTH" and self._auth_offered:  # RFC 4954 §5: taken, not trusted
+                if value is None:
+                    return R.BAD_PARAMETER
             elif key in _MAIL_DSN and settings.dsn:  # RFC 3461 §4.3, §4.4
                 try:
                     dsn[key] = _MAIL_DSN[key](value)

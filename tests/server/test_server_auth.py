@@ -6,6 +6,7 @@ import base64
 import logging
 import smtplib
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -245,6 +246,20 @@ def test_authenticator_may_be_async_and_name_the_identity(serve, client):
     assert raw.send_message(MESSAGE).code == 250
     handler.wait_for(1)
     assert handler.sessions[0].auth == "bob@example.com"
+
+
+def test_a_sync_authenticator_runs_off_the_event_loop_thread(serve, client):
+    threads: list[str] = []
+
+    def check(session: Session, mechanism: str, username: str, password: str) -> bool:
+        threads.append(threading.current_thread().name)
+        return check_password(session, mechanism, username, password)
+
+    raw = client(serve(Collect(), authenticator=check, auth_without_tls=True))
+    raw.ehlo()
+    assert plain_auth(raw).code == 235
+    assert len(threads) == 1
+    assert threads[0] not in ("fastsmtp-test-server", threading.current_thread().name)
 
 
 def test_a_failing_authenticator_is_454_and_a_logged_traceback(serve, client, tracebacks):

@@ -514,14 +514,14 @@ def set_password(path: str, username: str, password: str) -> None:
 
 # --- what the server plugs in ------------------------------------------------
 def authenticator_from(
-    settings: Settings, authenticator: object | None, tls: bool
-) -> object | None:
+    settings: Settings, authenticator: Authenticator | None, tls: bool
+) -> Authenticator | None:
     """The authenticator a server uses (``authenticator=`` or ``auth_file``), checked."""
     if authenticator is not None and settings.auth_file:
         raise ConfigError("give either an authenticator or auth_file, not both")
     if settings.auth_file:
         authenticator = FileAuthenticator(settings.auth_file)
-    if authenticator is not None and not callable(authenticator):
+    if authenticator is not None and not callable(authenticator):  # a typo'd keyword
         raise ConfigError(f"authenticator must be callable, not {authenticator!r}")
     if authenticator is None and settings.require_auth:
         raise ConfigError("require_auth needs users: set auth_file (or pass authenticator)")

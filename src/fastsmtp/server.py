@@ -25,7 +25,13 @@ from functools import partial
 from itertools import count
 from typing import Any, cast
 
-from .auth import FailureLimiter, ScramSecrets, authenticator_from, mechanisms_for
+from .auth import (
+    Authenticator,
+    FailureLimiter,
+    ScramSecrets,
+    authenticator_from,
+    mechanisms_for,
+)
 from .config import ConfigError, Settings, parse_hostport
 from .handler import HookCall, _in_thread, bind_hooks
 from .protocol import replies as R
@@ -94,7 +100,7 @@ class Server:
         *,
         settings: Settings | None = None,
         tls_context: ssl.SSLContext | None = None,
-        authenticator: object | None = None,
+        authenticator: Authenticator | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs or settings is None:

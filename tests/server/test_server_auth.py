@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import fastsmtp
 from fastsmtp import Collect, ConfigError, Server
 from fastsmtp.auth import ScramSecrets
 from fastsmtp.session import Session
@@ -280,3 +281,6 @@ def test_auth_without_tls_is_a_config_error():
         Server(Collect(), authenticator=check_password)
     with pytest.raises(ConfigError, match="require_auth needs users"):
         Server(Collect(), require_auth=True)
+    # Forked workers build their own servers from settings: a callable cannot follow.
+    with pytest.raises(ConfigError, match="auth_file, not authenticator="):
+        fastsmtp.run(Collect(), workers=2, authenticator=check_password, auth_without_tls=True)

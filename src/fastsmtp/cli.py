@@ -8,6 +8,7 @@ then the flags given. ``fastsmtp settings`` prints the reference table.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
@@ -60,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="read settings from a TOML file first")
     _add_setting_flags(serve)
 
+    passwd = commands.add_parser(
+        "passwd",
+        help="add or replace an AUTH user in an auth file",
+        description="Read the password from standard input (one line) and write USER's "
+        "argon2 hash and SCRAM-SHA-256 secrets into FILE, replacing the file atomically "
+        "with mode 0600. Serve it with --auth-file FILE.",
+    )
+    passwd.add_argument("--auth-file", required=True, metavar="FILE", help="the auth file")
+    passwd.add_argument("user", metavar="USER", help="the user name to add or replace")
+
     commands.add_parser(
         "settings",
         help="list every setting with its TOML key, CLI flag and default",
@@ -104,12 +115,26 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passwd(args: argparse.Namespace) -> int:
+    from .auth import set_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.user}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    set_password(args.auth_file, args.user, password)
+    print(f"fastsmtp: {args.user} written to {args.auth_file}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsmtp`` command."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "passwd":
+            return _passwd(args)
         print(settings_table())
         return 0
     except ConfigError as exc:

@@ -55,6 +55,19 @@ class Settings:
     require_tls: bool = _setting(False, "refuse MAIL with 530 5.7.0 until STARTTLS")
     tls_handshake_timeout: float = _setting(30.0, "seconds allowed for a TLS handshake")
 
+    # --- AUTH (RFC 4954) ---
+    auth_file: str | None = _setting(
+        None, "users for AUTH, one user:hash per line (write it with 'fastsmtp passwd')"
+    )
+    auth_without_tls: bool = _setting(
+        False, "offer AUTH without TLS too (passwords in clear: for tests or loopback only)"
+    )
+    require_auth: bool = _setting(False, "refuse MAIL with 530 5.7.0 until AUTH succeeds")
+    auth_max_failures: int = _setting(
+        5, "failed AUTH attempts per client IP within auth_failure_window before 421 4.7.0"
+    )
+    auth_failure_window: float = _setting(300.0, "seconds failed AUTH attempts are remembered")
+
     # --- relay access control (never an open relay) ---
     local_domains: tuple[str, ...] = _setting(
         (),
@@ -119,6 +132,8 @@ class Settings:
             raise ConfigError("max_line_length must be 0 (no limit) or at least 3 octets")
         if self.command_timeout <= 0 or self.data_timeout <= 0:
             raise ConfigError("command_timeout and data_timeout must be positive seconds")
+        if self.auth_max_failures < 1 or self.auth_failure_window <= 0:
+            raise ConfigError("auth_max_failures must be at least 1, auth_failure_window positive")
         if self.loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
         chosen = [n for n in ("maildir", "mbox", "sink", "print") if getattr(self, n)]

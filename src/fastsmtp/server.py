@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -20,14 +21,24 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.utils import format_datetime
+from functools import partial
 from itertools import count
 from typing import Any, cast
 
+from .auth import (
+    Authenticator,
+    FailureLimiter,
+    ScramSecrets,
+    authenticator_from,
+    mechanisms_for,
+)
 from .config import ConfigError, Settings, parse_hostport
-from .handler import HookCall, bind_hooks
+from .handler import HookCall, _in_thread, bind_hooks
 from .protocol import replies as R
 from .protocol.events import (
     NEED_DATA,
+    Authenticate,
+    AuthResult,
     BodyChunk,
     Closed,
     DataStarted,
@@ -79,7 +90,8 @@ class Server:
     ``Server(handler, hostname="mx.example.com", max_message_size=...)``
     takes every ``Settings`` field as a keyword (or ``settings=`` as a
     whole). Without a handler the settings choose one (``maildir=``,
-    ``mbox=``, ``sink=True``, ``print=True``).
+    ``mbox=``, ``sink=True``, ``print=True``). ``authenticator=`` checks
+    AUTH passwords (see ``fastsmtp.auth``); ``auth_file`` is the ready one.
     """
 
     def __init__(
@@ -88,6 +100,7 @@ class Server:
         *,
         settings: Settings | None = None,
         tls_context: ssl.SSLContext | None = None,
+        authenticator: Authenticator | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs or settings is None:
@@ -102,6 +115,12 @@ class Server:
             )
         #: the context for STARTTLS and implicit-TLS listeners, if any
         self.tls_context = tls_context
+        #: checks AUTH (a callable, or a FileAuthenticator from auth_file), if any
+        self.authenticator = authenticator_from(settings, authenticator, tls_context is not None)
+        self.auth_mechanisms = mechanisms_for(self.authenticator)
+        self.auth_failures = FailureLimiter(
+            settings.auth_max_failures, settings.auth_failure_window
+        )
         self.relay = RelayPolicy(settings.local_domains, settings.relay_networks)
         if handler is None:
             from .handlers import from_settings
@@ -293,6 +312,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             session,
             starttls=self.server.tls_context is not None,
             relay=self.server.relay,
+            auth_mechanisms=self.server.auth_mechanisms,
         )
         self.server._register(self)
         self._last_activity = self._loop.time()
@@ -536,6 +556,54 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             ssl_object.cipher()[0] if ssl_object else "?",
         )
 
+    def _on_authenticate(self, event: Authenticate) -> Awaitable[None]:
+        return self._authenticate(event)
+
+    async def _authenticate(self, event: Authenticate) -> None:
+        """Ask the authenticator (sync ones in a thread); refuse while rate-limited."""
+        conn = self.conn
+        session = conn.session
+        if self.server.auth_failures.blocked(_client_key(session), self._loop.time()):
+            log.warning("%s: AUTH refused: too many failures from %s", session.id, session.peer)
+            conn.respond(R.too_many_auth_failures(self.server.settings.hostname))
+            return
+        authenticator: Any = self.server.authenticator
+        expected: tuple[type, ...]
+        if event.password is None:
+            call = partial(authenticator.scram_secrets, event.username)
+            expected = (ScramSecrets, type(None))
+        else:
+            call = partial(authenticator, session, event.mechanism, event.username, event.password)
+            expected = (bool, str, type(None))
+        try:
+            result = await _maybe_in_thread(call)
+        except Exception:
+            log.exception("%s: authenticator failed", session.id)
+            result = R.AUTH_TEMPORARY_FAILURE
+        if not isinstance(result, expected):
+            log.error("%s: authenticator returned %r, not %s", session.id, type(result), expected)
+            result = R.AUTH_TEMPORARY_FAILURE
+        if conn.closed:
+            return
+        if isinstance(result, Reply):
+            conn.respond(result)
+        else:
+            conn.respond_auth(event.username if result is True else result or None)
+
+    def _on_auth_result(self, event: AuthResult) -> None:
+        session = self.conn.session
+        if event.identity:
+            log.info("%s: AUTH %s as %s", session.id, event.mechanism, event.identity)
+            return
+        log.info(
+            "%s: AUTH %s failed for %r from %s",
+            session.id,
+            event.mechanism,
+            event.username,
+            session.peer,
+        )
+        self.server.auth_failures.failed(_client_key(session), self._loop.time())
+
     def _on_closed(self, event: Closed) -> None:
         log.debug("%s: closing: %s", self.conn.session.id, event.reason)
 
@@ -590,8 +658,26 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     MessageAborted: SMTPProtocol._on_aborted,
     Reset: SMTPProtocol._on_reset,
     StartTLS: SMTPProtocol._on_starttls,
+    Authenticate: SMTPProtocol._on_authenticate,
+    AuthResult: SMTPProtocol._on_auth_result,
     Closed: SMTPProtocol._on_closed,
 }
+
+
+def _client_key(session: Session) -> str:
+    """Whom AUTH failures are counted against: the client's IP address."""
+    peer = session.peer
+    return peer[0] if isinstance(peer, tuple) else str(peer)
+
+
+async def _maybe_in_thread(call: partial[Any]) -> Any:
+    """Await an async callable; run a sync one in a thread (it may be slow)."""
+    fn = call.func
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    ):
+        return await call()
+    return await _in_thread(call)
 
 
 def run(handler: object | None = None, **settings: Any) -> None:
@@ -602,6 +688,9 @@ def run(handler: object | None = None, **settings: Any) -> None:
     server = Server(handler, **settings)
     if server.settings.workers > 1:
         from .workers import run_workers
+
+        if server.authenticator is not None and not server.settings.auth_file:
+            raise ConfigError("workers > 1 takes AUTH users from auth_file, not authenticator=")
 
         run_workers(server.settings, server.handler)
     else:

@@ -15,6 +15,8 @@ from .replies import Reply
 
 __all__ = [
     "NEED_DATA",
+    "AuthResult",
+    "Authenticate",
     "BodyChunk",
     "Closed",
     "DataStarted",
@@ -129,6 +131,31 @@ class StartTLS:
 
 
 @dataclass(frozen=True, slots=True)
+class Authenticate:
+    """*Decision*: AUTH (RFC 4954) needs the application's word on ``username``.
+
+    With a ``password`` (PLAIN, LOGIN), check it; with ``password=None``
+    (SCRAM-SHA-256), give the user's SCRAM secrets. Answer with
+    ``ServerConnection.respond_auth(identity or secrets or None)``, or
+    refuse with ``respond(reply)`` (e.g. 454 on a temporary failure).
+    """
+
+    mechanism: str
+    username: str
+    password: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """An AUTH exchange ended: ``identity`` is who the client proved to be,
+    ``None`` when the credentials were wrong (235 or 535 was sent)."""
+
+    mechanism: str
+    username: str
+    identity: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The connection is over (QUIT, peer EOF, timeout, errors); close the transport."""
 
@@ -147,5 +174,7 @@ Event = (
     | MessageAborted
     | Reset
     | StartTLS
+    | Authenticate
+    | AuthResult
     | Closed
 )

@@ -163,6 +163,32 @@ NO_VALID_RECIPIENTS = Reply(503, "5.5.1", "Error: no valid recipients")
 # --- policy ----------------------------------------------------------------
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 
+# --- AUTH (RFC 4954 §4, §6) -------------------------------------------------
+AUTH_SUCCESS = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_MALFORMED = Reply(501, "5.5.2", "Cannot decode response: invalid base64 or SASL syntax")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_TEMPORARY_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Error: already authenticated")
+AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction")
+NEED_EHLO = Reply(503, "5.5.1", "Error: send EHLO first")
+UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+SYNTAX_AUTH = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+
+
+def auth_challenge(data: str) -> Reply:
+    """334 with a base64 challenge (RFC 4954 §4); no enhanced code."""
+    return Reply(334, None, data)
+
+
+@lru_cache(maxsize=64)
+def too_many_auth_failures(hostname: str) -> Reply:
+    """421 to a client with too many failed AUTH attempts lately; then close."""
+    return Reply(421, "4.7.0", f"{hostname} Error: too many failed authentication attempts")
+
+
 # --- limits ----------------------------------------------------------------
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
+from ..auth import SASLServer, ScramSecrets
 from ..config import Settings
 from ..relay import RelayPolicy
 from ..session import Envelope, Session
@@ -50,6 +51,8 @@ from . import replies as R
 from .dsn import parse_envid, parse_ret, recipient_dsn
 from .events import (
     NEED_DATA,
+    Authenticate,
+    AuthResult,
     BodyChunk,
     Closed,
     DataStarted,
@@ -84,6 +87,7 @@ class State(enum.IntEnum):
     CLOSED = 7
     CHUNKS = 8  # between BDAT chunks of one message (RFC 3030)
     BDAT = 9  # consuming the octets of one BDAT chunk
+    AUTH = 10  # in an AUTH exchange: lines are SASL responses (RFC 4954 §4)
 
 
 # verb -> {state: the 503 that refuses it there}; states not listed admit
@@ -103,6 +107,13 @@ _SEQUENCE: dict[str, dict[State, Reply]] = {
         State.MAIL: R.NO_VALID_RECIPIENTS,
         # RFC 3030 §2: no DATA in a transaction that used BDAT.
         State.CHUNKS: R.AFTER_BDAT,
+    },
+    # RFC 4954 §4: AUTH after EHLO, never during a mail transaction.
+    "AUTH": {
+        State.CONNECTED: R.NEED_EHLO,
+        State.MAIL: R.AUTH_IN_TRANSACTION,
+        State.RCPT: R.AUTH_IN_TRANSACTION,
+        State.CHUNKS: R.AUTH_IN_TRANSACTION,
     },
 }
 # BDAT has no entry: a chunk is consumed even when refused (RFC 3030 §2),
@@ -149,6 +160,7 @@ class ServerConnection:
         *,
         starttls: bool = False,
         relay: RelayPolicy | None = None,
+        auth_mechanisms: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.session = session
@@ -182,6 +194,9 @@ class ServerConnection:
         # STARTTLS is offered when the I/O layer can do it and TLS is not on yet.
         self._starttls = starttls and not session.tls
         self._relay = relay if relay is not None and relay.enabled else None
+        # SASL mechanisms the I/O layer can check (none: AUTH is not offered).
+        self._auth_mechanisms = tuple(auth_mechanisms)
+        self._sasl: SASLServer | None = None
 
     # --- what the I/O layer calls ---------------------------------------
     @property
@@ -247,6 +262,7 @@ class ServerConnection:
         self.session.tls = True
         self.session.host_name = None
         self.session.extended = False
+        self.session.auth = None
         self._starttls = False
         self.state = State.CONNECTED
 
@@ -280,6 +296,12 @@ class ServerConnection:
                     if self._eof:
                         return self._close("connection closed by client")
                     return NEED_DATA
+                if self.state is State.AUTH:
+                    assert self._sasl is not None
+                    event = self._auth_step(self._sasl.line(line))
+                    if event is not None:
+                        return event
+                    continue
                 verb, args = parse_command(line)
                 entry = _COMMANDS.get(verb)
                 if entry is None:
@@ -302,6 +324,17 @@ class ServerConnection:
         accept = reply is None or reply.code < 400
         self._send(_RESPONDERS[type(event)](self, event, reply, accept))
 
+    def respond_auth(self, result: str | ScramSecrets | None) -> None:
+        """Answer a pending ``Authenticate``: the identity the password proves,
+        the user's SCRAM secrets, or ``None`` (unknown user or wrong password).
+
+        A result may be a notice (``AuthResult``) that ``next_event`` returns.
+        """
+        if not isinstance(self._decision, Authenticate) or self._sasl is None:
+            raise RuntimeError("no Authenticate decision is pending")
+        self._decision = None
+        self._notice = self._auth_step(self._sasl.answer(result))
+
     def _respond_hello(self, event: Hello, reply: Reply | None, accept: bool) -> Reply:
         if not accept:
             assert reply is not None
@@ -315,6 +348,8 @@ class ServerConnection:
         self.state = State.READY
         if self.session.extended:
             extensions = ("STARTTLS", *self._extensions) if self._starttls else self._extensions
+            if self._auth_offered:
+                extensions = (*extensions, "AUTH " + " ".join(self._auth_mechanisms))
             return ehlo_reply(self.settings, extensions)
         return reply or R.helo_ok(self.settings.hostname)
 
@@ -346,6 +381,14 @@ class ServerConnection:
         self.state = State.READY
         return reply or R.OK
 
+    def _respond_auth(self, event: Authenticate, reply: Reply | None, accept: bool) -> Reply:
+        # Only refusals come this way (respond_auth accepts); fail closed.
+        self._sasl = None
+        self.state = State.READY
+        if reply is not None and reply.code == 421:
+            self._notice = self._close(reply.text)
+        return reply if reply is not None and not accept else R.AUTH_FAILED
+
     def _respond_vrfy(self, event: Verify, reply: Reply | None, accept: bool) -> Reply:
         return reply or R.VRFY_CANNOT
 
@@ -373,6 +416,9 @@ class ServerConnection:
 
     def _bad(self, reply: Reply) -> Closed | None:
         """A client error: reply, count it, and close after too many."""
+        if self.state is State.AUTH:  # an error ends the AUTH exchange
+            self._sasl = None
+            self.state = State.READY
         self._send(reply)
         self._errors += 1
         if self._errors >= self.settings.max_errors:
@@ -463,6 +509,8 @@ class ServerConnection:
     def _mail(self, args: bytes) -> Event | None:
         if self.settings.require_tls and not self.session.tls:
             return self._bad(R.TLS_REQUIRED)
+        if self.settings.require_auth and not self.session.auth:
+            return self._bad(R.AUTH_REQUIRED)
         try:
             address, params = parse_mail(args, lenient=self.settings.lenient_addresses)
         except ParseError as exc:
@@ -499,6 +547,9 @@ class ServerConnection:
                     return R.BAD_BODY
             elif key == "SMTPUTF8" and settings.smtputf8:  # RFC 6531 §3.4
                 if value is not None:
+                    return R.BAD_PARAMETER
+            elif key == "AUTH" and self._auth_offered:  # RFC 4954 §5: taken, not trusted
+                if value is None:
                     return R.BAD_PARAMETER
             elif key in _MAIL_DSN and settings.dsn:  # RFC 3461 §4.3, §4.4
                 try:
@@ -621,6 +672,40 @@ class ServerConnection:
         self.state = State.TLS
         return StartTLS()
 
+    @property
+    def _auth_offered(self) -> bool:
+        # RFC 4954 §4 / RFC 8314: passwords only under TLS unless allowed.
+        return bool(self._auth_mechanisms) and (self.session.tls or self.settings.auth_without_tls)
+
+    def _auth(self, args: bytes) -> Event | None:
+        if not self._auth_mechanisms:  # no authenticator: as if AUTH did not exist
+            return self._bad(R.UNKNOWN_COMMAND)
+        if not self._auth_offered:
+            return self._bad(R.AUTH_NEEDS_TLS)
+        if not self.session.extended:
+            return self._bad(R.NEED_EHLO)
+        if self.session.auth:
+            return self._bad(R.ALREADY_AUTHENTICATED)
+        self._sasl = SASLServer(self._auth_mechanisms)
+        self.state = State.AUTH
+        return self._auth_step(self._sasl.begin(args))
+
+    def _auth_step(self, outcome: Reply | Authenticate | AuthResult) -> Event | None:
+        """Carry out what the SASL exchange says: challenge, ask, finish or refuse."""
+        if isinstance(outcome, Authenticate):
+            return self._decide(outcome)
+        if isinstance(outcome, Reply) and outcome.code == 334:
+            self._send(outcome)
+            return None
+        self._sasl = None
+        self.state = State.READY
+        if isinstance(outcome, Reply):  # malformed, cancelled, unknown mechanism
+            return self._bad(outcome)
+        if outcome.identity:
+            self.session.auth = outcome.identity
+        self._send(R.AUTH_SUCCESS if outcome.identity else R.AUTH_FAILED)
+        return outcome
+
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
@@ -643,6 +728,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "EXPN": ServerConnection._expn,
         "STARTTLS": ServerConnection._starttls_command,
         "BDAT": ServerConnection._bdat,
+        "AUTH": ServerConnection._auth,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()
@@ -656,6 +742,7 @@ _RESPONDERS: dict[type, Responder] = {
     MessageEnd: ServerConnection._respond_message,
     Verify: ServerConnection._respond_vrfy,
     Expand: ServerConnection._respond_expn,
+    Authenticate: ServerConnection._respond_auth,
 }
 
 

@@ -311,12 +311,20 @@ _MECHANISMS: dict[str, Callable[[], _Plain | _Login | _Scram]] = {
 
 
 def mechanisms_for(authenticator: object | None) -> tuple[str, ...]:
-    """What AUTH advertises: SCRAM only when the authenticator can give secrets."""
+    """What AUTH advertises: SCRAM only when the authenticator can give secrets.
+
+    An authenticator with a ``sasl_mechanisms`` attribute narrows the choice
+    to those it names (an operator's "never LOGIN", say).
+    """
     if authenticator is None:
         return ()
+    offered: tuple[str, ...] = PASSWORD_MECHANISMS
     if callable(getattr(authenticator, "scram_secrets", None)):
-        return (SCRAM, *PASSWORD_MECHANISMS)
-    return PASSWORD_MECHANISMS
+        offered = (SCRAM, *PASSWORD_MECHANISMS)
+    allowed = getattr(authenticator, "sasl_mechanisms", None)
+    if allowed is not None:
+        offered = tuple(m for m in offered if m in allowed)
+    return offered
 
 
 def _b64decode(data: bytes) -> bytes:

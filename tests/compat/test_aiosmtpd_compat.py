@@ -517,10 +517,6 @@ def test_auth_mechanisms_raise():
 @pytest.mark.parametrize(
     "keyword",
     [
-        {"auth_required": True},
-        {"auth_require_tls": False},
-        {"authenticator": lambda *a: None},
-        {"auth_callback": lambda *a: True},
         {"proxy_protocol_timeout": 5},
         {"command_call_limit": 20},
     ],

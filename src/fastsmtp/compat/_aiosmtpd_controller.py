@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import Settings
 from ..server import Server
+from ._aiosmtpd_auth import CompatAuthenticator
 from ._aiosmtpd_handler import HandlerAdapter, UnsupportedError
 
 __all__ = ["DEFAULT_READY_TIMEOUT", "Controller", "build_server", "get_localhost"]
@@ -25,11 +26,6 @@ DEFAULT_READY_TIMEOUT = 5.0
 
 # aiosmtpd SMTP keywords for features fastsmtp lacks, with the value that means "off".
 _UNSUPPORTED_PARAMETERS: dict[str, object] = {
-    "auth_required": False,
-    "auth_require_tls": True,
-    "auth_exclude_mechanism": None,
-    "auth_callback": None,
-    "authenticator": None,
     "command_call_limit": None,
     "proxy_protocol_timeout": None,
 }
@@ -55,16 +51,21 @@ def build_server(handler: object, **smtp_parameters: Any) -> Server:
     ``decode_data``, ``ident``, ``timeout`` (the command and DATA timeouts),
     ``tls_context`` (STARTTLS) with ``require_starttls`` (fastsmtp's
     ``require_tls``: MAIL is refused with 530 until STARTTLS), and ``loop``
-    (ignored). Every fastsmtp setting is accepted by its own name
-    (``max_recipients=10``), as is ``received_header`` (see ``HandlerAdapter``).
-    AUTH, PROXY and call-limit keywords raise ``UnsupportedError``.
+    (ignored). AUTH maps: ``authenticator`` or ``auth_callback`` decide
+    PLAIN/LOGIN logins (see ``CompatAuthenticator``), ``auth_required`` is
+    fastsmtp's ``require_auth`` (MAIL refused with 530 until AUTH),
+    ``auth_require_tls=False`` its ``auth_without_tls``, and
+    ``auth_exclude_mechanism`` withholds mechanisms. Every fastsmtp setting
+    is accepted by its own name (``max_recipients=10``), as is
+    ``received_header`` (see ``HandlerAdapter``). PROXY and call-limit
+    keywords raise ``UnsupportedError``.
     """
     params = dict(smtp_parameters)
     params.pop("loop", None)
     for name, off in _UNSUPPORTED_PARAMETERS.items():
         if name in params and params.pop(name) != off:
             raise UnsupportedError(
-                f"{name}=...: fastsmtp has no AUTH, PROXY or call limits yet "
+                f"{name}=...: fastsmtp.compat.aiosmtpd does not map PROXY or call limits "
                 "(fastsmtp.compat.aiosmtpd)"
             )
     # STARTTLS: as in aiosmtpd, require_starttls means something only with a context.
@@ -73,7 +74,14 @@ def build_server(handler: object, **smtp_parameters: Any) -> Server:
     decode_data = bool(params.pop("decode_data", False))
     ident = params.pop("ident", None)
     received_header = bool(params.pop("received_header", False))
+    authenticator = params.pop("authenticator", None)
+    auth_callback = params.pop("auth_callback", None)
+    auth_exclude = params.pop("auth_exclude_mechanism", None) or ()
     settings: dict[str, Any] = {}
+    if params.pop("auth_required", False):
+        settings["require_auth"] = True
+    if not params.pop("auth_require_tls", True):
+        settings["auth_without_tls"] = True
     if "data_size_limit" in params:
         limit = params.pop("data_size_limit")
         settings["max_message_size"] = limit or sys.maxsize
@@ -101,7 +109,17 @@ def build_server(handler: object, **smtp_parameters: Any) -> Server:
         ident=ident,
         received_header=received_header,
     )
-    return Server(adapter, settings=native, tls_context=tls_context)
+    compat_authenticator = None
+    if authenticator is not None or auth_callback is not None:
+        compat_authenticator = CompatAuthenticator(
+            adapter,
+            authenticator=authenticator,
+            auth_callback=auth_callback,
+            exclude=auth_exclude,
+        )
+    return Server(
+        adapter, settings=native, tls_context=tls_context, authenticator=compat_authenticator
+    )
 
 
 class Controller:

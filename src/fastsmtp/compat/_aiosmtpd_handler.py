@@ -52,7 +52,8 @@ _UNSUPPORTED_HOOKS = {
     "handle_EHLO": "fastsmtp's on_helo hook is not told whether the client sent HELO or "
     "EHLO, and fastsmtp advertises the extensions its settings enable; remove the hook "
     "(fastsmtp sets session.host_name itself) or write a fastsmtp Handler with on_helo",
-    "handle_AUTH": "fastsmtp has no AUTH yet",
+    "handle_AUTH": "fastsmtp runs the AUTH exchange itself; give the Controller an "
+    "authenticator= (or auth_callback=) to decide logins",
     "handle_STARTTLS": "fastsmtp has no hook into the TLS handshake",
     "handle_PROXY": "fastsmtp has no PROXY protocol support yet",
 }
@@ -73,9 +74,9 @@ class Session:
     HELO/EHLO; ``extended_smtp`` is true after EHLO; ``loop`` is the server's
     event loop. ``ssl`` is a dict once the connection is encrypted (empty:
     fastsmtp does not hand the TLS details to hooks), ``None`` before.
-    ``proxy_data``, ``auth_data``, ``login_data`` and ``authenticated`` are
-    always ``None``: fastsmtp has no PROXY or AUTH yet. Hooks may add
-    attributes of their own.
+    After a successful AUTH, ``authenticated`` is true and ``auth_data`` and
+    ``login_data`` are set as aiosmtpd sets them (see ``CompatAuthenticator``).
+    ``proxy_data`` is always ``None``. Hooks may add attributes of their own.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -343,7 +344,7 @@ class HandlerAdapter(Handler):
     ) -> Reply:
         """Call a hook as aiosmtpd does; an error goes to handle_exception or is 451."""
         try:
-            status = await _invoke(hook, conn.view, conn.session, conn.envelope, *args)
+            status = await invoke(hook, conn.view, conn.session, conn.envelope, *args)
         except Exception as error:
             return await self._handle_exception(conn, hook, error)
         try:
@@ -358,7 +359,7 @@ class HandlerAdapter(Handler):
             return R.HANDLER_ERROR
         log.debug("%s failed; calling handle_exception", _name(hook), exc_info=error)
         try:
-            return parse_status(await _invoke(self._exception, error))
+            return parse_status(await invoke(self._exception, error))
         except Exception:
             # aiosmtpd documents 451 when handle_exception fails or returns nothing.
             log.exception("handle_exception failed for %r", error)
@@ -370,7 +371,7 @@ class HandlerAdapter(Handler):
         env = conn.envelope
         args = (conn.session.peer, env.mail_from, env.rcpt_tos, env.content)
         try:
-            status = await _invoke(self._process_message, *args)
+            status = await invoke(self._process_message, *args)
             return None if status is None else parse_status(status)
         except Exception as error:
             return await self._handle_exception(conn, self._process_message, error)
@@ -388,7 +389,8 @@ def _check_hooks(handler: object) -> None:
     if mechanisms:
         raise UnsupportedError(
             f"{type(handler).__name__} defines AUTH mechanisms ({', '.join(mechanisms)}); "
-            "fastsmtp has no AUTH yet (fastsmtp.compat.aiosmtpd)"
+            "fastsmtp offers PLAIN and LOGIN itself and takes no custom SASL mechanisms "
+            "(fastsmtp.compat.aiosmtpd)"
         )
     for name in sorted(names & _SKIPPED_HOOKS.keys()):
         warnings.warn(
@@ -409,7 +411,7 @@ def _name(hook: HookFn) -> str:
     return getattr(hook, "__qualname__", None) or repr(hook)
 
 
-async def _invoke(fn: HookFn, *args: Any) -> Any:
+async def invoke(fn: HookFn, *args: Any) -> Any:
     """Await a coroutine function; run a plain one in the thread pool."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)

@@ -40,15 +40,23 @@ defines them gets an ``UnsupportedHookWarning`` at construction. The reply
 to RSET is always ``250``; ``handle_RSET`` runs for its side effects.
 ``handle_HELO`` and ``handle_EHLO`` (fastsmtp's ``on_helo`` is not told
 which of the two the client sent), ``handle_STARTTLS`` (fastsmtp has no
-hook into the handshake), ``handle_AUTH``, ``auth_*`` mechanisms and
-``handle_PROXY`` (fastsmtp has no AUTH or PROXY yet), and the ``Controller``
-arguments for those features raise ``UnsupportedError`` at construction
-rather than being ignored. TLS itself maps: ``tls_context`` (STARTTLS),
-``require_starttls`` and the controller's ``ssl_context`` (SMTPS).
+hook into the handshake), ``handle_AUTH`` and custom ``auth_*`` mechanisms
+(fastsmtp runs the SASL exchange itself), ``handle_PROXY`` and the
+``Controller`` arguments for PROXY and call limits raise
+``UnsupportedError`` at construction rather than being ignored. TLS maps:
+``tls_context`` (STARTTLS), ``require_starttls`` and the controller's
+``ssl_context`` (SMTPS). AUTH maps too: ``authenticator`` (with aiosmtpd's
+``AuthResult`` and ``LoginPassword``, also importable from here),
+``auth_callback``, ``auth_required``, ``auth_require_tls`` and
+``auth_exclude_mechanism``; fastsmtp offers PLAIN and LOGIN to them and
+writes the replies itself (``235 2.7.0``, ``535 5.7.8``), so a result's
+``message`` is not used. Without an authenticator AUTH is not offered
+(aiosmtpd offers it and refuses every login).
 """
 
 from __future__ import annotations
 
+from ._aiosmtpd_auth import AuthResult, LoginPassword
 from ._aiosmtpd_controller import DEFAULT_READY_TIMEOUT, Controller, build_server, get_localhost
 from ._aiosmtpd_handler import (
     Envelope,
@@ -62,9 +70,11 @@ from ._status import StatusError, parse_status
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
+    "AuthResult",
     "Controller",
     "Envelope",
     "HandlerAdapter",
+    "LoginPassword",
     "ServerView",
     "Session",
     "StatusError",

@@ -1,48 +1,17 @@
 """The PROXY protocol reader without sockets: v1 text, v2 binary, split input, bad headers.
 
-The headers are built here from the HAProxy specification (v2 with
-``struct``), not taken from the reader.
+The headers come from tests/proxy_headers.py (the HAProxy specification,
+v2 with ``struct``), not from the reader.
 """
 
 from __future__ import annotations
-
-import ipaddress
-import struct
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fastsmtp.protocol.proxy import MAX_V1_LENGTH, ProxyError, ProxyHeader, ProxyReader
-
-SIGNATURE = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
-
-
-def v2(command: int, family: int, body: bytes, *, version: int = 2) -> bytes:
-    """A v2 header: signature, version<<4|command, family<<4|transport, length, body."""
-    return SIGNATURE + struct.pack("!BBH", version << 4 | command, family, len(body)) + body
-
-
-def v2_tcp4(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> bytes:
-    body = struct.pack(
-        "!4s4sHH",
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-        sport,
-        dport,
-    )
-    return v2(0x1, 0x11, body + tlvs)
-
-
-def v2_tcp6(src: str, dst: str, sport: int, dport: int) -> bytes:
-    body = struct.pack(
-        "!16s16sHH",
-        ipaddress.IPv6Address(src).packed,
-        ipaddress.IPv6Address(dst).packed,
-        sport,
-        dport,
-    )
-    return v2(0x1, 0x21, body)
+from proxy_headers import SIGNATURE, v2, v2_tcp4, v2_tcp6
 
 
 def read(data: bytes) -> tuple[ProxyHeader, bytes] | None:

@@ -45,3 +45,9 @@ def swaks() -> str:
 def smtp_source() -> str:
     """Postfix's smtp-source load client (Debian package ``postfix``)."""
     return require_tool("smtp-source")
+
+
+@pytest.fixture
+def haproxy() -> str:
+    """HAProxy, a real TCP balancer speaking the PROXY protocol (Debian package ``haproxy``)."""
+    return require_tool("haproxy")

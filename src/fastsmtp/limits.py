@@ -17,7 +17,8 @@ Clients in ``relay_networks`` are exempt from the per-address limits (they
 are the site's own hosts, as Postfix exempts ``mynetworks``). Zero turns a
 limit off. The bookkeeping is two dicts keyed by address; an entry goes
 when its last connection ends or its bucket is full again (swept once a
-minute), so the tables hold only addresses active in the last minute.
+minute), so the tables hold only addresses connected now or in the last
+two minutes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from fastsmtp import Collect, Server
+from fastsmtp.server import new_event_loop
 
 MIB = 1024 * 1024
 READ = 256 * 1024  # the server reads at most this much at once
@@ -33,7 +36,7 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
     raise AssertionError("endless reply")
 
 
-def run(test: Callable[..., Awaitable[None]], **settings: Any) -> None:
+def run(test: Callable[..., Awaitable[None]], loop: str = "asyncio", **settings: Any) -> None:
     """Run ``test(server, reader, writer, protocol)`` against a fresh server, then stop it."""
 
     async def main() -> None:
@@ -48,7 +51,8 @@ def run(test: Callable[..., Awaitable[None]], **settings: Any) -> None:
         finally:
             await server.close(grace=1)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(loop)) as runner:
+        runner.run(main())
 
 
 async def flood(writer: asyncio.StreamWriter, megabytes: int, check: Check, protocol: Any) -> None:
@@ -140,7 +144,8 @@ def test_a_message_over_the_size_limit_holds_at_most_the_limit():
     run(test, max_message_size=MIB, max_line_length=0)
 
 
-def test_a_client_that_pipelines_and_never_reads_is_paused():
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_client_that_pipelines_and_never_reads_is_paused(loop):
     """Endless RCPTs, replies never read: the server stops reading instead of buffering."""
     count = 40_000  # 1.5 MB of replies: more than the kernel buffers hold
 
@@ -175,4 +180,6 @@ def test_a_client_that_pipelines_and_never_reads_is_paused():
         writer.write(b"QUIT\r\n")
         assert (await _reply(reader)).startswith(b"221 ")
 
-    run(test)
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+    run(test, loop)

@@ -236,3 +236,18 @@ def test_handler_hears_only_of_connections_that_sent_a_header(serve, client):
     assert handler.connected == [("203.0.113.3", 5)]
     assert handler.disconnected.acquire(timeout=0)
     assert not handler.disconnected.acquire(timeout=0)
+
+
+def test_early_talker_behind_the_balancer(serve, client):
+    handler = Peers()
+    addr = serve(handler, proxy_protocol=True, greet_pause=0.3)
+    patient = client(addr, greeting=False)
+    patient.send(v1(("203.0.113.40", 1)))
+    assert patient.reply().code == 220
+    # The balancer relays the client's bytes at once: after the header, before the 220.
+    eager = client(addr, greeting=False)
+    eager.send(v1(("203.0.113.41", 1)) + b"EHLO spam.example\r\n")
+    reply = eager.reply()
+    assert (reply.code, reply.enhanced) == (554, "5.5.1")
+    eager.expect_closed()
+    assert handler.connected == [("203.0.113.40", 1)]

@@ -87,21 +87,23 @@ class Settings:
     data_timeout: float = _setting(180.0, "seconds to wait for more message data (RFC: 3 min)")
 
     # --- abuse limits (0 turns one off) and the PROXY protocol ---
-    max_connections: int = _setting(1000, "clients served at once; more get 421 4.7.0")
+    max_connections: int = _setting(
+        1000, "clients served at once; more get 421 4.7.0 (0: no limit)"
+    )
     max_connections_per_ip: int = _setting(
-        50, "clients at once from one address; more get 421 4.7.0 (relay_networks exempt)"
+        50, "clients at once from one address, relay_networks exempt (0: no limit)"
     )
     max_connection_rate_per_ip: int = _setting(
-        0, "new connections per minute from one address; more get 421 4.7.0"
+        0, "new connections per minute from one address, relay_networks exempt (0: no limit)"
     )
     max_transactions: int = _setting(
-        0, "mail transactions per connection; the next MAIL gets 421 4.7.0"
+        0, "mail transactions per connection; the next MAIL gets 421 4.7.0 (0: no limit)"
     )
     min_data_rate: int = _setting(
-        500, "octets/s a message must average once data_timeout is spent (against trickling)"
+        500, "octets/s a message must average beyond data_timeout, against trickling (0: off)"
     )
     greet_pause: float = _setting(
-        0.0, "seconds to wait before the greeting; a client that talks first gets 554 5.5.1"
+        0.0, "seconds to wait before the greeting; a client talking first gets 554 5.5.1 (0: off)"
     )
     proxy_protocol: bool = _setting(
         False, "expect a HAProxy PROXY v1/v2 header on the plain listeners (not implicit TLS)"

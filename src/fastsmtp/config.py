@@ -99,6 +99,30 @@ class Settings:
     command_timeout: float = _setting(300.0, "seconds to wait for a command (RFC: 5 min)")
     data_timeout: float = _setting(180.0, "seconds to wait for more message data (RFC: 3 min)")
 
+    # --- abuse limits (0 turns one off) and the PROXY protocol ---
+    max_connections: int = _setting(
+        1000, "clients served at once; more get 421 4.7.0 (0: no limit)"
+    )
+    max_connections_per_ip: int = _setting(
+        50, "clients at once from one address, relay_networks exempt (0: no limit)"
+    )
+    max_connection_rate_per_ip: int = _setting(
+        0, "new connections per minute from one address, relay_networks exempt (0: no limit)"
+    )
+    max_transactions: int = _setting(
+        0, "mail transactions per connection; the next MAIL gets 421 4.7.0 (0: no limit)"
+    )
+    min_data_rate: int = _setting(
+        500, "octets/s a message must average beyond data_timeout, against trickling (0: off)"
+    )
+    greet_pause: float = _setting(
+        0.0, "seconds to wait before the greeting; a client talking first gets 554 5.5.1 (0: off)"
+    )
+    proxy_protocol: bool = _setting(
+        False, "expect a HAProxy PROXY v1/v2 header on the plain listeners (not implicit TLS)"
+    )
+    proxy_timeout: float = _setting(5.0, "seconds to wait for the PROXY header")
+
     # --- wire strictness ---
     strict_crlf: bool = _setting(
         True, "refuse bare CR/LF in commands and messages (against SMTP smuggling)"
@@ -134,6 +158,11 @@ class Settings:
             raise ConfigError("command_timeout and data_timeout must be positive seconds")
         if self.auth_max_failures < 1 or self.auth_failure_window <= 0:
             raise ConfigError("auth_max_failures must be at least 1, auth_failure_window positive")
+        for name in _ZERO_TURNS_OFF:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or more, not {getattr(self, name)}")
+        if self.proxy_timeout <= 0:
+            raise ConfigError("proxy_timeout must be positive seconds")
         if self.loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
         chosen = [n for n in ("maildir", "mbox", "sink", "print") if getattr(self, n)]
@@ -164,6 +193,16 @@ class Settings:
             if getattr(self, name):
                 return name
         return None
+
+
+_ZERO_TURNS_OFF = (
+    "max_connections",
+    "max_connections_per_ip",
+    "max_connection_rate_per_ip",
+    "max_transactions",
+    "min_data_rate",
+    "greet_pause",
+)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:

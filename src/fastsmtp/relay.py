@@ -20,9 +20,27 @@ from .protocol import replies as R
 from .protocol.replies import Reply
 from .session import Session
 
-__all__ = ["RelayPolicy"]
+__all__ = ["RelayPolicy", "client_ip"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def client_ip(peer: tuple[str, int] | str | None) -> IPAddress | None:
+    """The client's IP address from ``Session.peer``; ``None`` for a Unix socket.
+
+    An IPv4-mapped IPv6 address (a dual-stack listener) is the IPv4 address
+    it maps, and a zone index is dropped, so that one client is one address.
+    """
+    if not isinstance(peer, tuple):
+        return None
+    try:
+        ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 class RelayPolicy:
@@ -56,16 +74,13 @@ class RelayPolicy:
         """An authenticated session, or a client inside ``relay_networks``."""
         if session.auth:
             return True
-        peer = session.peer
-        if not isinstance(peer, tuple) or not self.relay_networks:
+        if not self.relay_networks:
             return False
-        try:
-            ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.relay_networks)
+        return self.in_relay_networks(client_ip(session.peer))
+
+    def in_relay_networks(self, ip: IPAddress | None) -> bool:
+        """True when ``ip`` is inside one of ``relay_networks``."""
+        return ip is not None and any(ip in network for network in self.relay_networks)
 
     def check(self, address: str, session: Session) -> Reply | None:
         """``None`` to go on with the recipient, or the refusal."""

@@ -34,6 +34,7 @@ from .auth import (
 )
 from .config import ConfigError, Settings, parse_hostport
 from .handler import HookCall, _in_thread, bind_hooks
+from .limits import ConnectionLimits
 from .protocol import replies as R
 from .protocol.events import (
     NEED_DATA,
@@ -53,6 +54,7 @@ from .protocol.events import (
     StartTLS,
     Verify,
 )
+from .protocol.proxy import ProxyError, ProxyReader
 from .protocol.replies import Reply
 from .protocol.server import ServerConnection
 from .relay import RelayPolicy
@@ -122,6 +124,8 @@ class Server:
             settings.auth_max_failures, settings.auth_failure_window
         )
         self.relay = RelayPolicy(settings.local_domains, settings.relay_networks)
+        #: admission control: max_connections, per address, connection rate
+        self.limits = ConnectionLimits(settings, self.relay)
         if handler is None:
             from .handlers import from_settings
 
@@ -298,6 +302,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
         self._loop = asyncio.get_running_loop()
+        # Before the greeting, input goes here instead (PROXY header, greet_pause).
+        self._gate: Callable[[bytes | memoryview], None] | None = None
+        self._proxy: ProxyReader | None = None
+        self._admitted = False  # counted by server.limits
+        self._limit_key: str | None = None
+        self._started = False  # on_connect called (so on_disconnect will be)
+        # Slow clients: when the last reply went out, and octets read since.
+        self._progress = 0.0
+        self._progress_octets = 0
+        self._write_paused = False
 
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -315,7 +329,39 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             auth_mechanisms=self.server.auth_mechanisms,
         )
         self.server._register(self)
-        self._last_activity = self._loop.time()
+        settings = self.server.settings
+        if settings.proxy_protocol and not session.tls:
+            self._proxy = ProxyReader()
+            self._gate = self._read_proxy_header
+            self._timer = self._loop.call_later(settings.proxy_timeout, self._no_proxy_header)
+        else:
+            self._admit()
+
+    def _admit(self) -> None:
+        """The client's address is known: apply the connection limits, then greet."""
+        session = self.conn.session
+        refusal, self._limit_key = self.server.limits.admit(session.peer)
+        if refusal is not None:
+            log.info("%s: refused %s: %s", session.id, session.peer, refusal)
+            self.conn.greet(refusal)
+            self._flush()
+            return
+        self._admitted = True
+        pause = self.server.settings.greet_pause
+        if pause:
+            self._gate = self._early_talker
+            self._timer = self._loop.call_later(pause, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        """Arm the timeouts and greet (after on_connect, if the handler has it)."""
+        self._gate = None
+        if self.conn.closed:  # the server stopped during greet_pause
+            return
+        self._started = True
+        session = self.conn.session
+        self._last_activity = self._progress = self._loop.time()
         settings = self.server.settings
         self._timeout_step = min(settings.command_timeout, settings.data_timeout)
         self._arm_timer(self._last_activity + self._timeout_step)
@@ -336,6 +382,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         self._last_activity = self._loop.time()
+        if self._gate is not None:
+            self._gate(data)
+            return
+        self._progress_octets += len(data)
         self.conn.receive_data(data)
         if not self._busy:
             self._process()
@@ -359,8 +409,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             log.info("%s: connection lost from %s", session.id, session.peer)
         self._stopping = True
         self.server._unregister(self)
+        if self._admitted:
+            self.server.limits.release(self._limit_key)
         hook = self.hooks.get("on_disconnect")
-        if hook is not None:
+        if hook is not None and self._started:
             self.server._spawn(self._notify(hook, session))
 
     # --- event processing -------------------------------------------------
@@ -392,7 +444,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         assert self.transport is not None
         if self.transport.is_closing():
             return
-        self.transport.resume_reading()
+        if not self._write_paused:
+            self.transport.resume_reading()
         if self._stopping:
             self.shutdown()
         else:
@@ -406,6 +459,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             return
         if out:
             transport.write(out)
+            self._progress = self._loop.time()
+            self._progress_octets = 0
         if self.conn.closed:
             transport.close()
 
@@ -607,31 +662,109 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     def _on_closed(self, event: Closed) -> None:
         log.debug("%s: closing: %s", self.conn.session.id, event.reason)
 
+    # --- before the greeting: PROXY header, greet_pause ---------------------
+    def _read_proxy_header(self, data: bytes | memoryview) -> None:
+        """Take the balancer's PROXY header: it names the client (protocol/proxy.py)."""
+        assert self._proxy is not None and self._timer is not None
+        session = self.conn.session
+        try:
+            result = self._proxy.feed(data)
+        except ProxyError as exc:
+            # Not a balancer speaking the protocol: nothing said could be trusted.
+            log.warning("%s: closing, bad PROXY header from %s: %s", session.id, session.peer, exc)
+            self.abort()
+            return
+        if result is None:
+            return
+        header, rest = result
+        self._proxy = self._gate = None
+        self._timer.cancel()
+        if header.source is not None:
+            log.debug("%s: %s is a proxy for %s", session.id, session.peer, header.source)
+            session.peer = header.source
+        self._admit()
+        if rest:
+            self.data_received(rest)
+
+    def _no_proxy_header(self) -> None:
+        session = self.conn.session
+        log.warning("%s: closing, no PROXY header from %s in time", session.id, session.peer)
+        self.abort()
+
+    def _early_talker(self, data: bytes | memoryview) -> None:
+        """Input before the greeting (greet_pause): refuse, as Postfix's postscreen does.
+
+        A client that talks first does not wait for replies: a spam engine,
+        not an MTA (RFC 5321 §3.1 has the client wait for the greeting).
+        """
+        assert self._timer is not None
+        self._timer.cancel()
+        self._gate = None
+        session = self.conn.session
+        log.info("%s: refused %s: it talked before the greeting", session.id, session.peer)
+        self.conn.greet(R.EARLY_TALKER)
+        self._flush()
+
     # --- timeouts and shutdown --------------------------------------------
     def _arm_timer(self, when: float) -> None:
         self._timer = self._loop.call_at(when, self._check_timeout)
 
     def _check_timeout(self) -> None:
-        """Say 421 if idle too long in this state (RFC 5321 §4.5.3.2); else look again.
+        """Say 421 when the client's time is up (RFC 5321 §4.5.3.2); else look again.
 
-        One timer per connection, never moved on activity: it wakes at most
-        every ``min(command_timeout, data_timeout)`` and compares the idle
-        time with the timeout of the state the connection is in now, so a
-        change of state needs no re-arming.
+        One timer per connection, never moved on activity: it wakes at the
+        deadline or after ``min(command_timeout, data_timeout)``, whichever
+        is sooner, and compares the time with the deadline of the state the
+        connection is in now, so a change of state needs no re-arming.
+        """
+        now = self._loop.time()
+        if self._busy:  # the handler is working: not the client's time
+            self._last_activity = self._progress = now
+        deadline = self._deadline()
+        if now < deadline:
+            self._arm_timer(min(deadline, now + self._timeout_step))
+            return
+        state = "DATA" if self.conn.in_data else "a command"
+        log.info("%s: timeout waiting for %s", self.conn.session.id, state)
+        self.conn.timed_out()
+        self._flush()
+        if self._write_paused:  # it reads nothing: the 421 would never be flushed
+            self.abort()
+
+    def _deadline(self) -> float:
+        """When the client's time is up in the state the connection is in now.
+
+        A command must be complete within ``command_timeout`` of the last
+        reply, however it trickles in: counted per read, a client sending a
+        byte a second would never time out. In DATA, ``data_timeout`` is
+        the silence allowed between reads (RFC 5321 §4.5.3.2.5), and the
+        message must also average ``min_data_rate`` octets a second beyond
+        ``data_timeout``.
         """
         settings = self.server.settings
-        now = self._loop.time()
-        if self._busy:  # the handler is working: not the client's idle time
-            self._last_activity = now
-        delay = settings.data_timeout if self.conn.in_data else settings.command_timeout
-        if now >= self._last_activity + delay:
-            log.info("%s: timeout after %.0f s", self.conn.session.id, delay)
-            self.conn.timed_out()
-            self._flush()
-            return
-        step = self._timeout_step
-        wake = self._last_activity + step
-        self._arm_timer(wake if wake > now else min(self._last_activity + delay, now + step))
+        if not self.conn.in_data:
+            return self._progress + settings.command_timeout
+        deadline = self._last_activity + settings.data_timeout
+        rate = settings.min_data_rate
+        if rate:
+            budget = self._progress + settings.data_timeout + self._progress_octets / rate
+            deadline = min(deadline, budget)
+        return deadline
+
+    def pause_writing(self) -> None:
+        """The client reads its replies slower than it sends: stop reading its input.
+
+        Without this a client that pipelines commands and never reads would
+        make the transport buffer replies without bound.
+        """
+        self._write_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """The server is stopping: 421 now, or after the hook in progress."""

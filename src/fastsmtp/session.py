@@ -45,7 +45,8 @@ class Session:
     """One client connection.
 
     ``peer`` is the client's address as the socket reports it
-    (``(host, port)`` for TCP). ``host_name`` is what the client said in
+    (``(host, port)`` for TCP), or as the balancer's PROXY header names it
+    when ``proxy_protocol`` is on. ``host_name`` is what the client said in
     HELO/EHLO/LHLO (``None`` before). ``extended`` is true after EHLO or
     LHLO. ``tls`` is true once the connection is encrypted; ``auth`` holds
     the authenticated identity, if any. ``id`` is unique per connection and

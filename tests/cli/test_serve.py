@@ -7,6 +7,7 @@ import re
 import selectors
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -232,3 +233,15 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
     # Queue ids start with a per-process prefix: both workers took mail.
     ids = {re.search(rb" id ([0-9A-F]{8})", m).group(1) for m in messages}  # type: ignore[union-attr]
     assert len(ids) == 2
+
+
+def test_proxy_protocol_and_limits_from_the_command_line() -> None:
+    flags = ("--sink", "--hostname", "mx.test", "--proxy-protocol", "--max-connections-per-ip", "1")
+    with serve(*flags) as (_, log, address):
+        with socket.create_connection(address, timeout=10) as first:
+            first.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 25\r\n")
+            assert first.recv(1024).startswith(b"220 mx.test")
+            with socket.create_connection(address, timeout=10) as second:
+                second.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 40001 25\r\n")
+                assert second.recv(1024).startswith(b"421 4.7.0 mx.test ")
+        log.until(re.compile(r"refused \('203\.0\.113\.9', 40001\)"), 10)

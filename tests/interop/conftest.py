@@ -77,3 +77,9 @@ def nss_wrapper() -> str:
         if library.exists():
             return str(library)
     missing("libnss_wrapper.so is not installed (Debian: libnss-wrapper)")
+
+
+@pytest.fixture
+def haproxy() -> str:
+    """HAProxy, a real TCP balancer speaking the PROXY protocol (Debian package ``haproxy``)."""
+    return require_tool("haproxy")

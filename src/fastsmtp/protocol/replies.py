@@ -103,6 +103,37 @@ def too_many_errors(hostname: str) -> Reply:
     return Reply(421, "4.7.0", f"{hostname} Error: too many errors")
 
 
+# --- connection and abuse limits (RFC 5321 §4.3.2: 421 to any command, then close)
+@lru_cache(maxsize=64)
+def too_many_connections(hostname: str) -> Reply:
+    """421 instead of the greeting when the server has max_connections clients."""
+    return Reply(421, "4.7.0", f"{hostname} Error: too many connections, try again later")
+
+
+@lru_cache(maxsize=64)
+def too_many_connections_from_ip(hostname: str) -> Reply:
+    """421 instead of the greeting when this client has max_connections_per_ip."""
+    return Reply(421, "4.7.0", f"{hostname} Error: too many connections from your address")
+
+
+@lru_cache(maxsize=64)
+def connection_rate_exceeded(hostname: str) -> Reply:
+    """421 instead of the greeting when this client connects too often."""
+    return Reply(
+        421, "4.7.0", f"{hostname} Error: too many connections from your address, slow down"
+    )
+
+
+@lru_cache(maxsize=64)
+def too_many_transactions(hostname: str) -> Reply:
+    """421 to MAIL after max_transactions: the client may reconnect and go on."""
+    return Reply(421, "4.7.0", f"{hostname} Error: too many transactions in one connection")
+
+
+# A greeting may be 554 (RFC 5321 §3.1): no service for a client that talks first.
+EARLY_TALKER = Reply(554, "5.5.1", "Error: client sent data before the greeting")
+
+
 # --- success ---------------------------------------------------------------
 OK = Reply(250, "2.0.0", "OK")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")

@@ -184,6 +184,7 @@ class ServerConnection:
         self._notice: Event | None = None
         self._eof = False
         self._errors = 0
+        self._transactions = 0  # MAIL commands accepted (max_transactions)
         self._out: list[bytes] = []
         self._extensions = tuple(extensions)
         self._body_types = (
@@ -364,6 +365,7 @@ class ServerConnection:
             env.dsn_ret = event.dsn_ret
             env.dsn_envid = event.dsn_envid
             self.state = State.MAIL
+            self._transactions += 1
         return reply or R.SENDER_OK
 
     def _respond_rcpt(self, event: RcptTo, reply: Reply | None, accept: bool) -> Reply:
@@ -507,6 +509,11 @@ class ServerConnection:
         return self._hello("EHLO", args)
 
     def _mail(self, args: bytes) -> Event | None:
+        limit = self.settings.max_transactions
+        if limit and self._transactions >= limit:
+            # RFC 5321 §4.3.2 allows 421 to MAIL; the client reconnects for the rest.
+            self._send(R.too_many_transactions(self.settings.hostname))
+            return self._close("too many transactions")
         if self.settings.require_tls and not self.session.tls:
             return self._bad(R.TLS_REQUIRED)
         if self.settings.require_auth and not self.session.auth:

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import ssl
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -23,7 +24,8 @@ from email.utils import format_datetime
 from itertools import count
 from typing import Any, cast
 
-from .config import ConfigError, Settings, parse_hostport
+from ._outcome import BadOutcome, message_replies
+from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
 from .handler import HookCall, bind_hooks
 from .protocol import replies as R
 from .protocol.events import (
@@ -111,6 +113,7 @@ class Server:
         self.hooks = bind_hooks(handler)
         self._listeners: list[asyncio.Server] = []
         self._tls_listeners: list[asyncio.Server] = []
+        self._unix_listeners: list[asyncio.Server] = []
         self._connections: set[SMTPProtocol] = set()
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,15 +132,24 @@ class Server:
         """``(host, port)`` of every implicit-TLS listening socket (RFC 8314)."""
         return _bound(self._tls_listeners)
 
+    @property
+    def unix_paths(self) -> list[str]:
+        """The path of every listening Unix socket (``listen = ["unix:/PATH"]``)."""
+        return [sock.getsockname() for lst in self._unix_listeners for sock in lst.sockets]
+
     async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Listen on ``host:port`` (or every ``listen`` setting), and on ``implicit_tls_listen``."""
+        """Listen on ``host:port`` (or every TCP ``listen``), and on ``implicit_tls_listen``.
+
+        The ``unix:/PATH`` entries of ``listen`` are listened on either way.
+        """
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        tcp = [spec for spec in self.settings.listen if not spec.startswith(UNIX_PREFIX)]
         if host is not None or port is not None:
             plain = [(host or "127.0.0.1", port or 0)]
         else:
-            plain = [parse_hostport(spec, setting="listen") for spec in self.settings.listen]
+            plain = [parse_hostport(spec, setting="listen") for spec in tcp]
         implicit = [
             parse_hostport(spec, setting="implicit_tls_listen")
             for spec in self.settings.implicit_tls_listen
@@ -159,6 +171,15 @@ class Server:
                     ssl_handshake_timeout=self.settings.tls_handshake_timeout if tls else None,
                 )
                 listeners.append(listener)
+        for spec in self.settings.listen:
+            if spec.startswith(UNIX_PREFIX):
+                # asyncio replaces a stale socket file left at the path.
+                path = spec[len(UNIX_PREFIX) :]
+                listener = await loop.create_unix_server(
+                    lambda: SMTPProtocol(self), path, backlog=1024
+                )
+                self._unix_listeners.append(listener)
+                log.info("listening on %s as %s", path, self.settings.hostname)
         for address in self.addresses:
             log.info("listening on %s:%d as %s", address[0], address[1], self.settings.hostname)
         for address in self.implicit_tls_addresses:
@@ -179,7 +200,8 @@ class Server:
         (never a half-written file), then gets its 421. After ``grace``
         seconds whatever is left is aborted.
         """
-        listeners = self._listeners + self._tls_listeners
+        listeners = self._listeners + self._tls_listeners + self._unix_listeners
+        paths = self.unix_paths
         for listener in listeners:
             listener.close()
         for protocol in list(self._connections):
@@ -194,6 +216,9 @@ class Server:
             await listener.wait_closed()
         self._listeners.clear()
         self._tls_listeners.clear()
+        self._unix_listeners.clear()
+        for path in paths:
+            _remove_socket(path)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -221,7 +246,8 @@ class Server:
         peer = session.peer
         ip = peer[0] if isinstance(peer, tuple) else "unix"
         helo = (session.host_name or "unknown").replace("(", "").replace(")", "")
-        proto = "ESMTP" if session.extended else "SMTP"
+        # RFC 3848 §2: ESMTP, and LMTP with the same S and A suffixes.
+        proto = "LMTP" if self.settings.lmtp else "ESMTP" if session.extended else "SMTP"
         if session.tls:
             proto += "S"
         if session.auth:
@@ -240,6 +266,17 @@ def _bound(listeners: list[asyncio.Server]) -> list[tuple[str, int]]:
             host, port = sock.getsockname()[:2]
             out.append((host, port))
     return out
+
+
+def _remove_socket(path: str) -> None:
+    """Remove a Unix socket file we listened on (asyncio leaves it before Python 3.13)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove socket %s: %s", path, exc)
 
 
 def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -285,7 +322,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        session = Session(id=new_id(), peer=tuple(peer[:2]) if isinstance(peer, tuple) else peer)
+        if isinstance(peer, tuple):
+            peer = tuple(peer[:2])
+        elif not peer:  # a Unix socket's client has no name: say which socket
+            peer = transport.get_extra_info("sockname")
+        session = Session(id=new_id(), peer=peer)
         # An implicit-TLS listener hands over an SSL transport (RFC 8314).
         session.tls = transport.get_extra_info("ssl_object") is not None
         self.conn = ServerConnection(
@@ -389,13 +430,17 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         if self.conn.closed:
             transport.close()
 
-    async def _call(self, name: str, *args: Any) -> Reply | None:
+    async def _call_any(self, name: str, *args: Any) -> Any:
         """Call a hook; an exception becomes 451 4.3.0 and a logged traceback."""
         try:
-            result = await self.hooks[name](*args)
+            return await self.hooks[name](*args)
         except Exception:
             log.exception("%s: %s hook failed", self.conn.session.id, name)
             return R.HANDLER_ERROR
+
+    async def _call(self, name: str, *args: Any) -> Reply | None:
+        """Call a hook that answers with a ``Reply`` or ``None`` (see ``_call_any``)."""
+        result = await self._call_any(name, *args)
         if result is not None and not isinstance(result, Reply):
             log.error(
                 "%s: %s returned %r; hooks return None or a Reply",
@@ -464,33 +509,51 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         envelope.content = b"".join(self._body)
         self._body = []
         if "on_message" not in self.hooks:
-            reply = R.queued(queue_id)
-            self._log_message(reply)
-            conn.respond(reply)
+            self._answer_message(None)
             return None
-        return self._store(queue_id)
+        return self._store()
 
-    async def _store(self, queue_id: str) -> None:
+    async def _store(self) -> None:
         conn = self.conn
-        reply = await self._call("on_message", conn.session, conn.envelope)
-        reply = reply or R.queued(queue_id)
-        self._log_message(reply)
+        result = await self._call_any("on_message", conn.session, conn.envelope)
         if not conn.closed:
-            conn.respond(reply)
+            self._answer_message(result)
 
-    def _log_message(self, reply: Reply) -> None:
+    def _answer_message(self, result: object) -> None:
+        """Send on_message's answer: one reply, or one per recipient (LMTP)."""
+        conn = self.conn
+        env = conn.envelope
+        lmtp = self.server.settings.lmtp
+        assert env.queue_id is not None
+        count = len(env.rcpt_tos)
+        default = R.queued(env.queue_id)
+        try:
+            replies = message_replies(result, count, lmtp=lmtp, default=default)
+        except BadOutcome as exc:
+            log.error("%s: on_message %s; answering 451", conn.session.id, exc)
+            replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
+        self._log_message(replies if lmtp else replies * count)
+        if lmtp:
+            conn.respond_recipients(replies)
+        else:
+            conn.respond(replies[0])
+
+    def _log_message(self, replies: list[Reply]) -> None:
+        """One line for the accepted recipients, one per refused one."""
         env = self.conn.envelope
-        if reply.is_success:
+        accepted = [rcpt for rcpt, r in zip(env.rcpt_tos, replies, strict=True) if r.is_success]
+        if accepted:
             log.info(
                 "%s: from=<%s> to=<%s> size=%d session=%s",
                 env.queue_id,
                 env.mail_from,
-                ">,<".join(env.rcpt_tos),
+                ">,<".join(accepted),
                 len(env.content or b""),
                 self.conn.session.id,
             )
-        else:
-            log.info("%s: refused by handler: %s", env.queue_id, reply)
+        for rcpt, reply in zip(env.rcpt_tos, replies, strict=True):
+            if not reply.is_success:
+                log.info("%s: refused by handler for <%s>: %s", env.queue_id, rcpt, reply)
 
     def _on_aborted(self, event: MessageAborted) -> None:
         self._body = []

@@ -232,3 +232,21 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
     # Queue ids start with a per-process prefix: both workers took mail.
     ids = {re.search(rb" id ([0-9A-F]{8})", m).group(1) for m in messages}  # type: ignore[union-attr]
     assert len(ids) == 2
+
+
+def test_serve_lmtp_on_a_unix_socket_into_maildir(tmp_path: Path) -> None:
+    import tempfile
+
+    maildir = tmp_path / "Maildir"
+    with tempfile.TemporaryDirectory(prefix="fsmtp") as directory:
+        sock = os.path.join(directory, "lmtp.sock")
+        flags = ("--lmtp", "--listen", f"unix:{sock}", "--maildir", str(maildir))
+        with serve(*flags, "--hostname", "mx.test") as (proc, log, _):
+            assert any(f"listening on {sock} as mx.test" in line for line in log.seen)
+            with smtplib.LMTP(sock, timeout=10) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: lmtp\r\n\r\nhi\r\n")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        assert not os.path.exists(sock)
+    [stored] = (maildir / "new").iterdir()
+    assert b"(fastsmtp) with LMTP id" in stored.read_bytes()

@@ -25,6 +25,7 @@ from itertools import count
 from typing import Any, cast
 
 from ._outcome import BadOutcome, message_replies
+from .body import BodyReceiver, BodySink, MessageBody, release, stored
 from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
 from .handler import HookCall, bind_hooks
 from .protocol import replies as R
@@ -102,6 +103,8 @@ class Server:
                 "require_tls and implicit_tls_listen need a certificate: "
                 "set tls_cert and tls_key (or pass tls_context)"
             )
+        if settings.spool_dir is not None and not os.path.isdir(settings.spool_dir):
+            raise ConfigError(f"spool_dir {settings.spool_dir!r} is not a directory")
         #: the context for STARTTLS and implicit-TLS listeners, if any
         self.tls_context = tls_context
         self.relay = RelayPolicy(settings.local_domains, settings.relay_networks)
@@ -311,7 +314,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._busy = False
         self._stopping = False
         self._lost = False
-        self._body: list[bytes] = []
+        self._body: BodyReceiver
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
@@ -335,6 +338,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             starttls=self.server.tls_context is not None,
             relay=self.server.relay,
         )
+        self._body = BodyReceiver(session.id)
         self.server._register(self)
         self._last_activity = self._loop.time()
         settings = self.server.settings
@@ -379,6 +383,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         if not self.conn.closed:
             log.info("%s: connection lost from %s", session.id, session.peer)
         self._stopping = True
+        self._body.drop()  # a message cut off mid-DATA: no spool file left behind
         self.server._unregister(self)
         hook = self.hooks.get("on_disconnect")
         if hook is not None:
@@ -493,29 +498,69 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     def _on_default(self, event: Event) -> None:
         self.conn.respond()
 
-    def _on_data(self, event: DataStarted) -> None:
-        self._body = []
+    def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
+        """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
 
-    def _on_body(self, event: BodyChunk) -> None:
-        self._body.append(event.data)
-
-    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        The ``Received:`` header goes first, so the queue id is given here.
+        """
         conn = self.conn
         envelope = conn.envelope
-        queue_id = new_id()
-        envelope.queue_id = queue_id
-        trace = self.server.received_header(conn.session, queue_id, envelope.rcpt_tos)
-        self._body.insert(0, trace)
-        envelope.content = b"".join(self._body)
-        self._body = []
+        envelope.queue_id = new_id()
+        trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
+        if "on_data_start" in self.hooks:
+            return self._open_sink(trace)
+        self._body.start(self._message_body(), trace)
+        return None
+
+    def _message_body(self) -> MessageBody:
+        settings = self.server.settings
+        return MessageBody(settings.spool_threshold, settings.spool_dir)
+
+    async def _open_sink(self, trace: bytes) -> None:
+        conn = self.conn
+        sink = await self._call_any("on_data_start", conn.session, conn.envelope)
+        if sink is None:
+            sink = self._message_body()
+        elif not all(callable(getattr(sink, name, None)) for name in ("write", "close", "abort")):
+            if sink is not R.HANDLER_ERROR:  # an exception was logged already
+                log.error(
+                    "%s: on_data_start returned %r; it returns None or a sink "
+                    "with write, close and abort",
+                    conn.session.id,
+                    sink,
+                )
+            self._body.fail(R.HANDLER_ERROR)
+            return
+        else:
+            conn.envelope.sink = sink
+        if self._lost:
+            release(sink, conn.session.id)
+            return
+        self._body.start(sink, trace)
+
+    def _on_body(self, event: BodyChunk) -> None:
+        self._body.write(event.data)
+
+    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        envelope = self.conn.envelope
+        sink, error = self._body.finish()
+        if sink is None:
+            self._answer_message(error)
+            return None
+        if isinstance(sink, MessageBody):
+            envelope.body = sink
         if "on_message" not in self.hooks:
             self._answer_message(None)
+            stored(sink, self.conn.session.id)
             return None
-        return self._store()
+        return self._store(sink)
 
-    async def _store(self) -> None:
+    async def _store(self, sink: BodySink) -> None:
         conn = self.conn
-        result = await self._call_any("on_message", conn.session, conn.envelope)
+        try:
+            result = await self._call_any("on_message", conn.session, conn.envelope)
+        finally:
+            stored(sink, conn.session.id)
         if not conn.closed:
             self._answer_message(result)
 
@@ -548,7 +593,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
                 env.queue_id,
                 env.mail_from,
                 ">,<".join(accepted),
-                len(env.content or b""),
+                self._body.size,
                 self.conn.session.id,
             )
         for rcpt, reply in zip(env.rcpt_tos, replies, strict=True):
@@ -556,11 +601,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
                 log.info("%s: refused by handler for <%s>: %s", env.queue_id, rcpt, reply)
 
     def _on_aborted(self, event: MessageAborted) -> None:
-        self._body = []
+        self._body.drop()
         log.info("%s: message refused: %s", self.conn.session.id, event.reply)
 
     def _on_reset(self, event: Reset) -> Awaitable[None] | None:
-        self._body = []  # RSET between BDAT chunks drops what came so far
+        self._body.drop()  # RSET between BDAT chunks drops what came so far
         hook = self.hooks.get("on_reset")
         if hook is None:
             return None

@@ -170,6 +170,8 @@ RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 
 # --- limits ----------------------------------------------------------------
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
+# RFC 3463 §3.4: X.3.1, mail system full (the spool directory cannot take the message).
+SPOOL_FAILED = Reply(452, "4.3.1", "Error: insufficient system storage")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")
 DATA_LINE_TOO_LONG = Reply(
     554, "5.6.0", "Error: message refused, a line is longer than the limit (RFC 5321 §4.5.3.1.6)"

@@ -509,8 +509,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
         if "on_data_start" in self.hooks:
             return self._open_sink(trace)
-        self._body.start(self._message_body(), trace)
-        return None
+        return self._body.start(self._message_body(), trace)
 
     def _message_body(self) -> MessageBody:
         settings = self.server.settings
@@ -536,14 +535,31 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         if self._lost:
             release(sink, conn.session.id)
             return
-        self._body.start(sink, trace)
+        pending = self._body.start(sink, trace)
+        if pending is not None:
+            await pending
 
-    def _on_body(self, event: BodyChunk) -> None:
-        self._body.write(event.data)
+    def _on_body(self, event: BodyChunk) -> Awaitable[None] | None:
+        # An awaitable: the sink's backlog is full, read on once it has drained.
+        return self._body.write(event.data)
 
     def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        closing = self._body.close()
+        if closing is not None:
+            return self._close_then_deliver(closing)
+        return self._deliver()
+
+    async def _close_then_deliver(self, closing: Awaitable[None]) -> None:
+        await closing  # e.g. the spool file's last writes
+        if self._lost:  # dropped meanwhile: no reply is owed
+            return
+        pending = self._deliver()
+        if pending is not None:
+            await pending
+
+    def _deliver(self) -> Awaitable[None] | None:
         envelope = self.conn.envelope
-        sink, error = self._body.finish()
+        sink, error = self._body.result()
         if sink is None:
             self._answer_message(error)
             return None

@@ -7,6 +7,7 @@ dropped message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from fastsmtp import ConfigError, Handler, Maildir, Mbox, Server
+from fastsmtp.body import MessageBody
 from fastsmtp.session import Envelope, Session
 
 THRESHOLD = 4096
@@ -266,3 +268,72 @@ def test_maildir_and_mbox_store_a_spooled_message_without_loading_it(
         assert path.read_bytes().endswith(BIG)
     else:
         assert (tmp_path / "mbox").read_bytes().endswith(BIG.replace(b"\r\n", b"\n") + b"\n")
+
+
+def test_a_failing_spool_write_is_452_and_leaves_no_file(serve, client, spool, monkeypatch):
+    import fastsmtp.body
+
+    def disk_full(fd: int, chunks: list[bytes]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fastsmtp.body, "_write_chunks", disk_full)
+    handler = Inspect()
+    raw = client(serve(handler, **spool_settings(spool)))
+    raw.begin()
+    reply = raw.send_message(BIG)
+    assert (reply.code, reply.enhanced) == (452, "4.3.1")
+    assert raw.cmd("NOOP").code == 250
+    assert handler.seen == [] and list(spool.iterdir()) == []
+
+
+class Slow(Chunks):
+    """A sink that makes the connection wait on every write and on close."""
+
+    def write(self, chunk: bytes) -> Any:
+        super().write(chunk)
+        return asyncio.sleep(0)
+
+    def close(self) -> Any:
+        async def flushed() -> None:
+            await asyncio.sleep(0)
+            self.ended = "closed"
+
+        return flushed()
+
+
+def test_a_sink_may_return_awaitables_for_backpressure(serve, client):
+    class SlowStreaming(Streaming):
+        async def on_data_start(self, session: Session, envelope: Envelope) -> Chunks:
+            self.sinks.append(Slow())
+            return self.sinks[-1]
+
+    handler = SlowStreaming()
+    raw = client(serve(handler))
+    raw.begin()
+    assert raw.send_message(BIG).code == 250
+    assert raw.cmd("NOOP").code == 250
+    [(ended, _, _)] = handler.messages
+    assert ended == "closed"
+    assert b"".join(handler.sinks[0].chunks).endswith(BIG)
+
+
+def test_message_body_outside_the_server(tmp_path):
+    small = MessageBody(threshold=10, directory=str(tmp_path))
+    small.write(b"12345")
+    small.close()
+    small.abort()
+    assert small.read() == b"12345" and not small.spooled  # memory stays readable
+
+    big = MessageBody(threshold=10, directory=str(tmp_path))
+    for piece in (b"0123456789", b"abc", b"def"):
+        big.write(piece)
+    assert big.spooled and big.size == 16
+    with pytest.raises(ValueError, match="still being received"):
+        big.open()
+    big.close()
+    with big.open() as f:
+        assert f.read() == b"0123456789abcdef"
+    big.abort()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="removed after on_message"):
+        big.read()

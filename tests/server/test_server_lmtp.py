@@ -79,7 +79,8 @@ def test_greeting_says_lmtp_and_helo_ehlo_are_refused(serve, client):
     for verb in ("HELO", "EHLO"):
         reply = raw.cmd(f"{verb} client.example")
         assert (reply.code, reply.enhanced) == (500, "5.5.1")
-    assert raw.cmd("MAIL FROM:<a@example.com>").code == 503  # still no LHLO
+    reply = raw.cmd("MAIL FROM:<a@example.com>")
+    assert (reply.code, reply.text) == (503, "Error: send LHLO first")
     lhlo(raw)
 
 

@@ -156,6 +156,7 @@ EXPN_DISABLED = Reply(502, "5.5.1", "Error: EXPN is not available")
 NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 # RFC 2033 §4.1: an LMTP server takes LHLO where SMTP has HELO/EHLO.
 LMTP_NEEDS_LHLO = Reply(500, "5.5.1", "Error: this is an LMTP server, say LHLO")
+NEED_LHLO = Reply(503, "5.5.1", "Error: send LHLO first")
 NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
 NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")

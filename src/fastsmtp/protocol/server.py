@@ -401,6 +401,8 @@ class ServerConnection:
 
     def _bad(self, reply: Reply) -> Closed | None:
         """A client error: reply, count it, and close after too many."""
+        if reply is R.NEED_HELO and self.settings.lmtp:
+            reply = R.NEED_LHLO
         self._send(reply)
         self._errors += 1
         if self._errors >= self.settings.max_errors:

@@ -11,11 +11,15 @@ say "yes for these, no for those", and a 250 would lose the refusals).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from .protocol.replies import Reply
+from .session import Envelope
 
-__all__ = ["BadOutcome", "message_replies"]
+__all__ = ["BadOutcome", "log_message", "message_replies"]
+
+log = logging.getLogger("fastsmtp")
 
 
 class BadOutcome(ValueError):
@@ -51,3 +55,25 @@ def message_replies(result: object, recipients: int, *, lmtp: bool, default: Rep
             "(one reply after DATA; use lmtp = true for per-recipient replies)"
         )
     return replies[:1]
+
+
+def log_message(envelope: Envelope, replies: list[Reply], size: int, session_id: str) -> None:
+    """One line for the recipients that accepted the message, one per refusing one.
+
+    ``replies[i]`` is the reply for ``envelope.rcpt_tos[i]``.
+    """
+    accepted = [
+        rcpt for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True) if reply.is_success
+    ]
+    if accepted:
+        log.info(
+            "%s: from=<%s> to=<%s> size=%d session=%s",
+            envelope.queue_id,
+            envelope.mail_from,
+            ">,<".join(accepted),
+            size,
+            session_id,
+        )
+    for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True):
+        if not reply.is_success:
+            log.info("%s: refused by handler for <%s>: %s", envelope.queue_id, rcpt, reply)

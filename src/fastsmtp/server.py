@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from itertools import count
 from typing import Any, cast
 
-from ._outcome import BadOutcome, message_replies
+from ._outcome import BadOutcome, log_message, message_replies
 from .body import BodyReceiver, BodySink, MessageBody, release, stored
 from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
 from .handler import HookCall, bind_hooks
@@ -551,7 +551,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     async def _close_then_deliver(self, closing: Awaitable[None]) -> None:
         await closing  # e.g. the spool file's last writes
-        if self._lost:  # dropped meanwhile: no reply is owed
+        if self._lost or self.conn.closed:  # no reply is owed; the drop cleans up
             return
         pending = self._deliver()
         if pending is not None:
@@ -593,28 +593,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         except BadOutcome as exc:
             log.error("%s: on_message %s; answering 451", conn.session.id, exc)
             replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
-        self._log_message(replies if lmtp else replies * count)
+        log_message(env, replies if lmtp else replies * count, self._body.size, conn.session.id)
         if lmtp:
             conn.respond_recipients(replies)
         else:
             conn.respond(replies[0])
-
-    def _log_message(self, replies: list[Reply]) -> None:
-        """One line for the accepted recipients, one per refused one."""
-        env = self.conn.envelope
-        accepted = [rcpt for rcpt, r in zip(env.rcpt_tos, replies, strict=True) if r.is_success]
-        if accepted:
-            log.info(
-                "%s: from=<%s> to=<%s> size=%d session=%s",
-                env.queue_id,
-                env.mail_from,
-                ">,<".join(accepted),
-                self._body.size,
-                self.conn.session.id,
-            )
-        for rcpt, reply in zip(env.rcpt_tos, replies, strict=True):
-            if not reply.is_success:
-                log.info("%s: refused by handler for <%s>: %s", env.queue_id, rcpt, reply)
 
     def _on_aborted(self, event: MessageAborted) -> None:
         self._body.drop()

@@ -224,3 +224,15 @@ def test_unix_socket_peer_is_the_socket_path_and_the_file_goes_at_close(sock_pat
     assert os.path.exists(sock_path)
     serve.stop()
     assert not os.path.exists(sock_path)
+
+
+def test_lmtp_with_starttls_says_lmtps(serve, server_context, client_context):
+    handler = Collect()
+    host, port = serve(handler, lmtp=True, tls_context=server_context)
+    with smtplib.LMTP(host, port, timeout=10) as client:
+        client.ehlo("client.example")  # LHLO
+        assert client.has_extn("starttls")
+        client.starttls(context=client_context)  # then LHLO again
+        assert client.sendmail("a@example.com", ["b@example.com"], MESSAGE) == {}
+    [envelope] = handler.wait_for(1)
+    assert b"(fastsmtp) with LMTPS id " in envelope.content

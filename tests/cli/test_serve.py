@@ -130,6 +130,9 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ("sink = true\nmax_message_size = 'big'\n", "max_message_size must be int"),
         ("sink = true\nmaildir = '/tmp/x'\n", "choose one local handler"),
         ("sink = [", "is not valid TOML"),
+        ("sink = true\nlisten = ['unix:']\n", "listen needs a path after 'unix:'"),
+        ("sink = true\nlisten = ['unix:/tmp/x.sock']\nworkers = 2\n", "cannot share a Unix"),
+        ("sink = true\nspool_dir = '/nonexistent/spool'\n", "spool_dir '/nonexistent/spool'"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:

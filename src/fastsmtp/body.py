@@ -44,8 +44,9 @@ class BodySink(Protocol):
     (backpressure). ``close`` is called once the message has ended well,
     before ``on_message`` (which waits for an awaitable it returns);
     ``abort`` when it was dropped instead (a size or syntax error, RSET, a
-    lost connection). An exception from any of them is logged and the
-    client gets ``451``.
+    lost connection). An exception from ``write`` or ``close`` is logged,
+    the rest of the message dropped and the client gets ``451 4.3.0``; one
+    from ``abort`` is logged.
     """
 
     def write(self, chunk: bytes) -> Awaitable[None] | None:

@@ -20,6 +20,9 @@ from typing import Any
 
 __all__ = ["ConfigError", "Settings", "load_toml"]
 
+#: a ``listen`` value starting with this names a Unix socket path
+UNIX_PREFIX = "unix:"
+
 
 class ConfigError(ValueError):
     """A setting has a bad name or value; the message says which and why."""
@@ -38,7 +41,9 @@ class Settings:
 
     # --- listeners and identity ---
     listen: tuple[str, ...] = _setting(
-        ("127.0.0.1:8025",), "plain SMTP listener as HOST:PORT (repeatable)", flag="listen"
+        ("127.0.0.1:8025",),
+        "plain listener as HOST:PORT, or unix:/PATH for a Unix socket (repeatable)",
+        flag="listen",
     )
     hostname: str = _setting(
         socket.gethostname, "name in the greeting, EHLO reply and Received:", factory=True
@@ -141,6 +146,19 @@ class Settings:
         "typed and must honour them",
     )
 
+    # --- LMTP (RFC 2033) ---
+    lmtp: bool = _setting(
+        False, "speak LMTP (RFC 2033): LHLO, and one reply per recipient after the message"
+    )
+
+    # --- message bodies ---
+    spool_threshold: int = _setting(
+        1024 * 1024, "bodies larger than this many octets are spooled to a temporary file"
+    )
+    spool_dir: str | None = _setting(
+        None, "directory for spooled bodies (default: the system's temporary directory)"
+    )
+
     # --- runtime ---
     loop: str = _setting("asyncio", "event loop: asyncio or uvloop")
     workers: int = _setting(1, "server processes sharing the listeners (SO_REUSEPORT)")
@@ -169,7 +187,16 @@ class Settings:
         if len(chosen) > 1:
             raise ConfigError(f"choose one local handler, not {' and '.join(chosen)}")
         for spec in self.listen:
-            parse_hostport(spec, setting="listen")
+            if not spec.startswith(UNIX_PREFIX):
+                parse_hostport(spec, setting="listen")
+            elif not spec[len(UNIX_PREFIX) :]:
+                raise ConfigError("listen needs a path after 'unix:', as in unix:/run/lmtp.sock")
+            elif self.workers > 1:
+                raise ConfigError(f"listen {spec!r}: workers > 1 cannot share a Unix socket")
+        if self.spool_threshold < 0:
+            raise ConfigError(
+                f"spool_threshold must be 0 or more octets, not {self.spool_threshold}"
+            )
         for spec in self.implicit_tls_listen:
             parse_hostport(spec, setting="implicit_tls_listen")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -34,7 +34,9 @@ class Handler:
         on_helo(session, host_name)               -> Reply | None
         on_mail(session, envelope, sender)        -> Reply | None   (sender: Address)
         on_rcpt(session, envelope, rcpt)          -> Reply | None   (rcpt: Address)
+        on_data_start(session, envelope)          -> BodySink | None (opt-in streaming)
         on_message(session, envelope)             -> Reply | None   (envelope.content: bytes)
+                                                     | [Reply | None, ...] (LMTP: one per rcpt)
         on_reset(session, envelope)               -> None           (RSET or a new EHLO;
                                                                      the abandoned envelope)
         on_disconnect(session)                    -> None
@@ -43,6 +45,26 @@ class Handler:
     envelope: the envelope shows what was accepted so far. A 250 reply to
     DATA is sent only after ``on_message`` returns, so a handler that
     stores mail must have made it durable by then.
+
+    The body: ``envelope.content`` is the message as ``bytes``. Past the
+    ``spool_threshold`` setting the server keeps it in a temporary file
+    instead, removed when ``on_message`` returns: ``envelope.open_content()``
+    reads it as a file without loading it, while reading ``envelope.content``
+    loads it into memory (kept there afterwards). ``envelope.body`` is the
+    ``MessageBody`` (``size``, ``path``, ``open()``). To take the chunks as
+    they arrive instead, return a sink (``write``/``close``/``abort``, see
+    ``fastsmtp.body.BodySink``) from ``on_data_start``; it is called after
+    the 354, ``write`` runs on the event loop (keep it quick), and
+    ``on_message`` then finds it as ``envelope.sink`` with ``content`` and
+    ``body`` left ``None``.
+
+    Results of ``on_message``: ``None`` or one ``Reply`` answers for every
+    recipient. In LMTP mode (the ``lmtp`` setting, RFC 2033) a sequence of
+    ``Reply | None``, one per ``envelope.rcpt_tos`` entry in that order,
+    gives each recipient its own reply (``None`` accepts). A sequence of the
+    wrong length or type is a handler error (``451 4.3.0`` for everyone,
+    logged). In SMTP mode, which has one reply after DATA, a sequence is
+    taken when all its entries agree, and is a handler error when they differ.
     """
 
 
@@ -52,6 +74,7 @@ HOOKS = (
     "on_helo",
     "on_mail",
     "on_rcpt",
+    "on_data_start",
     "on_message",
     "on_reset",
     "on_disconnect",

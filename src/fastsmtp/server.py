@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import ssl
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -25,6 +26,7 @@ from functools import partial
 from itertools import count
 from typing import Any, cast
 
+from ._outcome import BadOutcome, log_message, message_replies
 from .auth import (
     Authenticator,
     FailureLimiter,
@@ -32,7 +34,8 @@ from .auth import (
     authenticator_from,
     mechanisms_for,
 )
-from .config import ConfigError, Settings, parse_hostport
+from .body import BodyReceiver, BodySink, MessageBody, release, stored
+from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
 from .handler import HookCall, _in_thread, bind_hooks
 from .limits import ConnectionLimits
 from .protocol import replies as R
@@ -115,6 +118,8 @@ class Server:
                 "require_tls and implicit_tls_listen need a certificate: "
                 "set tls_cert and tls_key (or pass tls_context)"
             )
+        if settings.spool_dir is not None and not os.path.isdir(settings.spool_dir):
+            raise ConfigError(f"spool_dir {settings.spool_dir!r} is not a directory")
         #: the context for STARTTLS and implicit-TLS listeners, if any
         self.tls_context = tls_context
         #: checks AUTH (a callable, or a FileAuthenticator from auth_file), if any
@@ -134,6 +139,7 @@ class Server:
         self.hooks = bind_hooks(handler)
         self._listeners: list[asyncio.Server] = []
         self._tls_listeners: list[asyncio.Server] = []
+        self._unix_listeners: list[asyncio.Server] = []
         self._connections: set[SMTPProtocol] = set()
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,15 +158,24 @@ class Server:
         """``(host, port)`` of every implicit-TLS listening socket (RFC 8314)."""
         return _bound(self._tls_listeners)
 
+    @property
+    def unix_paths(self) -> list[str]:
+        """The path of every listening Unix socket (``listen = ["unix:/PATH"]``)."""
+        return [sock.getsockname() for lst in self._unix_listeners for sock in lst.sockets]
+
     async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Listen on ``host:port`` (or every ``listen`` setting), and on ``implicit_tls_listen``."""
+        """Listen on ``host:port`` (or every TCP ``listen``), and on ``implicit_tls_listen``.
+
+        The ``unix:/PATH`` entries of ``listen`` are listened on either way.
+        """
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        tcp = [spec for spec in self.settings.listen if not spec.startswith(UNIX_PREFIX)]
         if host is not None or port is not None:
             plain = [(host or "127.0.0.1", port or 0)]
         else:
-            plain = [parse_hostport(spec, setting="listen") for spec in self.settings.listen]
+            plain = [parse_hostport(spec, setting="listen") for spec in tcp]
         implicit = [
             parse_hostport(spec, setting="implicit_tls_listen")
             for spec in self.settings.implicit_tls_listen
@@ -182,6 +197,15 @@ class Server:
                     ssl_handshake_timeout=self.settings.tls_handshake_timeout if tls else None,
                 )
                 listeners.append(listener)
+        for spec in self.settings.listen:
+            if spec.startswith(UNIX_PREFIX):
+                # asyncio replaces a stale socket file left at the path.
+                path = spec[len(UNIX_PREFIX) :]
+                listener = await loop.create_unix_server(
+                    lambda: SMTPProtocol(self), path, backlog=1024
+                )
+                self._unix_listeners.append(listener)
+                log.info("listening on %s as %s", path, self.settings.hostname)
         for address in self.addresses:
             log.info("listening on %s:%d as %s", address[0], address[1], self.settings.hostname)
         for address in self.implicit_tls_addresses:
@@ -202,7 +226,8 @@ class Server:
         (never a half-written file), then gets its 421. After ``grace``
         seconds whatever is left is aborted.
         """
-        listeners = self._listeners + self._tls_listeners
+        listeners = self._listeners + self._tls_listeners + self._unix_listeners
+        paths = self.unix_paths
         for listener in listeners:
             listener.close()
         for protocol in list(self._connections):
@@ -217,6 +242,9 @@ class Server:
             await listener.wait_closed()
         self._listeners.clear()
         self._tls_listeners.clear()
+        self._unix_listeners.clear()
+        for path in paths:
+            _remove_socket(path)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -244,7 +272,8 @@ class Server:
         peer = session.peer
         ip = peer[0] if isinstance(peer, tuple) else "unix"
         helo = (session.host_name or "unknown").replace("(", "").replace(")", "")
-        proto = "ESMTP" if session.extended else "SMTP"
+        # RFC 3848 §2: ESMTP, and LMTP with the same S and A suffixes.
+        proto = "LMTP" if self.settings.lmtp else "ESMTP" if session.extended else "SMTP"
         if session.tls:
             proto += "S"
         if session.auth:
@@ -263,6 +292,17 @@ def _bound(listeners: list[asyncio.Server]) -> list[tuple[str, int]]:
             host, port = sock.getsockname()[:2]
             out.append((host, port))
     return out
+
+
+def _remove_socket(path: str) -> None:
+    """Remove a Unix socket file we listened on (asyncio leaves it before Python 3.13)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove socket %s: %s", path, exc)
 
 
 def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -297,7 +337,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._busy = False
         self._stopping = False
         self._lost = False
-        self._body: list[bytes] = []
+        self._body: BodyReceiver
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
@@ -318,7 +358,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        session = Session(id=new_id(), peer=tuple(peer[:2]) if isinstance(peer, tuple) else peer)
+        if isinstance(peer, tuple):
+            peer = tuple(peer[:2])
+        elif not peer:  # a Unix socket's client has no name: say which socket
+            peer = transport.get_extra_info("sockname")
+        session = Session(id=new_id(), peer=peer)
         # An implicit-TLS listener hands over an SSL transport (RFC 8314).
         session.tls = transport.get_extra_info("ssl_object") is not None
         self.conn = ServerConnection(
@@ -328,6 +372,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             relay=self.server.relay,
             auth_mechanisms=self.server.auth_mechanisms,
         )
+        self._body = BodyReceiver(session.id)
         self.server._register(self)
         settings = self.server.settings
         if settings.proxy_protocol and not session.tls:
@@ -408,6 +453,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         if not self.conn.closed:
             log.info("%s: connection lost from %s", session.id, session.peer)
         self._stopping = True
+        self._body.drop()  # a message cut off mid-DATA: no spool file left behind
         self.server._unregister(self)
         if self._admitted:
             self.server.limits.release(self._limit_key)
@@ -464,13 +510,17 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         if self.conn.closed:
             transport.close()
 
-    async def _call(self, name: str, *args: Any) -> Reply | None:
+    async def _call_any(self, name: str, *args: Any) -> Any:
         """Call a hook; an exception becomes 451 4.3.0 and a logged traceback."""
         try:
-            result = await self.hooks[name](*args)
+            return await self.hooks[name](*args)
         except Exception:
             log.exception("%s: %s hook failed", self.conn.session.id, name)
             return R.HANDLER_ERROR
+
+    async def _call(self, name: str, *args: Any) -> Reply | None:
+        """Call a hook that answers with a ``Reply`` or ``None`` (see ``_call_any``)."""
+        result = await self._call_any(name, *args)
         if result is not None and not isinstance(result, Reply):
             log.error(
                 "%s: %s returned %r; hooks return None or a Reply",
@@ -523,56 +573,113 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     def _on_default(self, event: Event) -> None:
         self.conn.respond()
 
-    def _on_data(self, event: DataStarted) -> None:
-        self._body = []
+    def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
+        """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
 
-    def _on_body(self, event: BodyChunk) -> None:
-        self._body.append(event.data)
-
-    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        The ``Received:`` header goes first, so the queue id is given here.
+        """
         conn = self.conn
         envelope = conn.envelope
-        queue_id = new_id()
-        envelope.queue_id = queue_id
-        trace = self.server.received_header(conn.session, queue_id, envelope.rcpt_tos)
-        self._body.insert(0, trace)
-        envelope.content = b"".join(self._body)
-        self._body = []
-        if "on_message" not in self.hooks:
-            reply = R.queued(queue_id)
-            self._log_message(reply)
-            conn.respond(reply)
-            return None
-        return self._store(queue_id)
+        envelope.queue_id = new_id()
+        trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
+        if "on_data_start" in self.hooks:
+            return self._open_sink(trace)
+        return self._body.start(self._message_body(), trace)
 
-    async def _store(self, queue_id: str) -> None:
+    def _message_body(self) -> MessageBody:
+        settings = self.server.settings
+        return MessageBody(settings.spool_threshold, settings.spool_dir)
+
+    async def _open_sink(self, trace: bytes) -> None:
         conn = self.conn
-        reply = await self._call("on_message", conn.session, conn.envelope)
-        reply = reply or R.queued(queue_id)
-        self._log_message(reply)
-        if not conn.closed:
-            conn.respond(reply)
-
-    def _log_message(self, reply: Reply) -> None:
-        env = self.conn.envelope
-        if reply.is_success:
-            log.info(
-                "%s: from=<%s> to=<%s> size=%d session=%s",
-                env.queue_id,
-                env.mail_from,
-                ">,<".join(env.rcpt_tos),
-                len(env.content or b""),
-                self.conn.session.id,
-            )
+        sink = await self._call_any("on_data_start", conn.session, conn.envelope)
+        if sink is None:
+            sink = self._message_body()
+        elif not all(callable(getattr(sink, name, None)) for name in ("write", "close", "abort")):
+            if sink is not R.HANDLER_ERROR:  # an exception was logged already
+                log.error(
+                    "%s: on_data_start returned %r; it returns None or a sink "
+                    "with write, close and abort",
+                    conn.session.id,
+                    sink,
+                )
+            self._body.fail(R.HANDLER_ERROR)
+            return
         else:
-            log.info("%s: refused by handler: %s", env.queue_id, reply)
+            conn.envelope.sink = sink
+        if self._lost:
+            release(sink, conn.session.id)
+            return
+        pending = self._body.start(sink, trace)
+        if pending is not None:
+            await pending
+
+    def _on_body(self, event: BodyChunk) -> Awaitable[None] | None:
+        # An awaitable: the sink's backlog is full, read on once it has drained.
+        return self._body.write(event.data)
+
+    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        closing = self._body.close()
+        if closing is not None:
+            return self._close_then_deliver(closing)
+        return self._deliver()
+
+    async def _close_then_deliver(self, closing: Awaitable[None]) -> None:
+        await closing  # e.g. the spool file's last writes
+        if self._lost or self.conn.closed:  # no reply is owed; the drop cleans up
+            return
+        pending = self._deliver()
+        if pending is not None:
+            await pending
+
+    def _deliver(self) -> Awaitable[None] | None:
+        envelope = self.conn.envelope
+        sink, error = self._body.result()
+        if sink is None:
+            self._answer_message(error)
+            return None
+        if isinstance(sink, MessageBody):
+            envelope.body = sink
+        if "on_message" not in self.hooks:
+            self._answer_message(None)
+            stored(sink, self.conn.session.id)
+            return None
+        return self._store(sink)
+
+    async def _store(self, sink: BodySink) -> None:
+        conn = self.conn
+        try:
+            result = await self._call_any("on_message", conn.session, conn.envelope)
+        finally:
+            stored(sink, conn.session.id)
+        if not conn.closed:
+            self._answer_message(result)
+
+    def _answer_message(self, result: object) -> None:
+        """Send on_message's answer: one reply, or one per recipient (LMTP)."""
+        conn = self.conn
+        env = conn.envelope
+        lmtp = self.server.settings.lmtp
+        assert env.queue_id is not None
+        count = len(env.rcpt_tos)
+        default = R.queued(env.queue_id)
+        try:
+            replies = message_replies(result, count, lmtp=lmtp, default=default)
+        except BadOutcome as exc:
+            log.error("%s: on_message %s; answering 451", conn.session.id, exc)
+            replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
+        log_message(env, replies if lmtp else replies * count, self._body.size, conn.session.id)
+        if lmtp:
+            conn.respond_recipients(replies)
+        else:
+            conn.respond(replies[0])
 
     def _on_aborted(self, event: MessageAborted) -> None:
-        self._body = []
+        self._body.drop()
         log.info("%s: message refused: %s", self.conn.session.id, event.reply)
 
     def _on_reset(self, event: Reset) -> Awaitable[None] | None:
-        self._body = []  # RSET between BDAT chunks drops what came so far
+        self._body.drop()  # RSET between BDAT chunks drops what came so far
         hook = self.hooks.get("on_reset")
         if hook is None:
             return None

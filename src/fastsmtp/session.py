@@ -6,7 +6,11 @@ as commands are accepted) and by handlers (which read them).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from .body import BodySink, MessageBody
 
 __all__ = ["Address", "Envelope", "RecipientDSN", "Session"]
 
@@ -70,7 +74,12 @@ class Envelope:
     sender. ``rcpt_tos[i]`` was accepted with ``rcpt_options[i]``.
     ``content`` holds the message as received (dot-unstuffed, CRLF line
     endings) with fastsmtp's ``Received:`` header first, once DATA has
-    ended. ``body_type`` is ``"7BIT"`` or ``"8BITMIME"`` from MAIL's BODY
+    ended. A message over ``spool_threshold`` octets is in a temporary file
+    (``body.path``) instead: ``open_content()`` reads either kind as a file
+    and never loads a spooled one whole, while reading ``content`` loads it
+    into memory (once; then it stays). ``body`` is the ``MessageBody``, or
+    ``None`` when ``on_data_start`` returned a ``sink`` that took the
+    chunks instead. ``body_type`` is ``"7BIT"`` or ``"8BITMIME"`` from MAIL's BODY
     parameter (``None`` when not given). ``smtputf8`` is true when MAIL
     carried SMTPUTF8. ``queue_id`` is the id given in the 250 reply to DATA
     and in the ``Received:`` header.
@@ -82,10 +91,35 @@ class Envelope:
     rcpt_options: list[dict[str, str | None]] = field(default_factory=list)
     smtputf8: bool = False
     body_type: str | None = None
-    content: bytes | None = None
+    _content: bytes | None = field(default=None, repr=False)
     queue_id: str | None = None
     #: DSN (RFC 3461 §4.3, §4.4): RET (``"FULL"``/``"HDRS"``) and ENVID from MAIL
     dsn_ret: str | None = None
     dsn_envid: str | None = None
     #: each accepted recipient's NOTIFY/ORCPT, parallel to ``rcpt_tos``
     rcpt_dsn: list[RecipientDSN] = field(default_factory=list)
+    #: the received message (see ``content``); ``None`` before DATA ends
+    body: MessageBody | None = field(default=None, repr=False)
+    #: what ``on_data_start`` returned, when it took the body itself
+    sink: BodySink | None = field(default=None, repr=False)
+
+    @property
+    def content(self) -> bytes | None:
+        """The message as bytes (a spooled one is read into memory, see the class doc)."""
+        if self._content is None and self.body is not None:
+            self._content = self.body.read()
+        return self._content
+
+    @content.setter
+    def content(self, value: bytes | None) -> None:
+        self._content = value
+
+    def open_content(self) -> BinaryIO:
+        """The message as a binary file at its start, without loading a spooled one.
+
+        Close it after use. Inside ``on_message`` (where a spool file
+        still exists) or for a message kept in memory.
+        """
+        if self._content is None and self.body is not None:
+            return self.body.open()
+        return io.BytesIO(self._content or b"")

@@ -131,6 +131,9 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ("sink = true\nmax_message_size = 'big'\n", "max_message_size must be int"),
         ("sink = true\nmaildir = '/tmp/x'\n", "choose one local handler"),
         ("sink = [", "is not valid TOML"),
+        ("sink = true\nlisten = ['unix:']\n", "listen needs a path after 'unix:'"),
+        ("sink = true\nlisten = ['unix:/tmp/x.sock']\nworkers = 2\n", "cannot share a Unix"),
+        ("sink = true\nspool_dir = '/nonexistent/spool'\n", "spool_dir '/nonexistent/spool'"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
@@ -245,3 +248,21 @@ def test_proxy_protocol_and_limits_from_the_command_line() -> None:
                 second.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 40001 25\r\n")
                 assert second.recv(1024).startswith(b"421 4.7.0 mx.test ")
         log.until(re.compile(r"refused \('203\.0\.113\.9', 40001\)"), 10)
+
+
+def test_serve_lmtp_on_a_unix_socket_into_maildir(tmp_path: Path) -> None:
+    import tempfile
+
+    maildir = tmp_path / "Maildir"
+    with tempfile.TemporaryDirectory(prefix="fsmtp") as directory:
+        sock = os.path.join(directory, "lmtp.sock")
+        flags = ("--lmtp", "--listen", f"unix:{sock}", "--maildir", str(maildir))
+        with serve(*flags, "--hostname", "mx.test") as (proc, log, _):
+            assert any(f"listening on {sock} as mx.test" in line for line in log.seen)
+            with smtplib.LMTP(sock, timeout=10) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: lmtp\r\n\r\nhi\r\n")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        assert not os.path.exists(sock)
+    [stored] = (maildir / "new").iterdir()
+    assert b"(fastsmtp) with LMTP id" in stored.read_bytes()

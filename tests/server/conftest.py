@@ -33,8 +33,13 @@ Address = tuple[str, int]
 class RawClient:
     """A blocking socket client that speaks bytes and reads replies with a deadline."""
 
-    def __init__(self, addr: Address, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(addr, timeout=timeout)
+    def __init__(self, addr: Address | str, timeout: float = TIMEOUT) -> None:
+        if isinstance(addr, str):  # the path of a Unix socket
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(addr)
+        else:
+            self.sock = socket.create_connection(addr, timeout=timeout)
         self.sock.settimeout(timeout)
         self._buf = bytearray()
 
@@ -160,7 +165,7 @@ def client(serve: Servers) -> Iterator[Callable[..., RawClient]]:
     """``client(addr)``: a ``RawClient`` that has read the 220 greeting; closed at teardown."""
     opened: list[RawClient] = []
 
-    def connect(addr: Address, greeting: bool = True) -> RawClient:
+    def connect(addr: Address | str, greeting: bool = True) -> RawClient:
         raw = RawClient(addr)
         opened.append(raw)
         if greeting:

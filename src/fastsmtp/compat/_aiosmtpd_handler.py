@@ -268,6 +268,10 @@ class HandlerAdapter(Handler):
                 return R.NEED_HELO
             if not conn.envelope.rcpt_tos:
                 return R.NEED_RCPT
+            body = envelope.body
+            if body is not None and body.spooled:
+                # aiosmtpd hands over bytes: read a spooled body off the loop.
+                envelope.content = await asyncio.get_running_loop().run_in_executor(None, body.read)
             raw = envelope.content or b""
             if not self.received_header:
                 raw = _without_trace(raw)

@@ -12,6 +12,7 @@ import errno
 import itertools
 import logging
 import os
+import shutil
 import socket
 import time
 
@@ -45,7 +46,9 @@ class Maildir(Handler):
     * the message as ``envelope.content`` has it: fastsmtp's ``Received:``
       header first, dot-unstuffed, CRLF line endings, 8-bit and UTF-8
       bytes untouched. The ``Return-Path:`` line ends in CRLF as well, so
-      the file has one kind of line ending.
+      the file has one kind of line ending. The message is copied from
+      ``envelope.open_content()`` in 1 MiB blocks, so a spooled message is
+      never loaded whole.
 
     No ``Delivered-To:`` is added: one file serves every recipient of the
     transaction, and the ``Received:`` header already names the recipient
@@ -86,7 +89,6 @@ class Maildir(Handler):
 
     def on_message(self, session: Session, envelope: Envelope) -> Reply | None:
         """Store the message in ``new/``; return only once it is durable."""
-        data = _return_path(envelope.mail_from or "") + (envelope.content or b"")
         name = self._unique_name()
         tmp = os.path.join(self._tmp, name)
         new = os.path.join(self._new, name)
@@ -94,8 +96,10 @@ class Maildir(Handler):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY, 0o600)
             created = True
-            with open(fd, "wb") as f:  # closes fd; close() errors (NFS) count too
-                f.write(data)
+            with open(fd, "wb") as f, envelope.open_content() as content:
+                # Closing f closes fd; close() errors (NFS) count too.
+                f.write(_return_path(envelope.mail_from or ""))
+                shutil.copyfileobj(content, f, _COPY_BLOCK)
                 f.flush()
                 os.fsync(f.fileno())
             try:
@@ -146,6 +150,7 @@ class Maildir(Handler):
 _deliveries = itertools.count(1)
 _O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY: int = getattr(os, "O_BINARY", 0)  # Windows
+_COPY_BLOCK = 1024 * 1024
 
 
 def _escape_host(host: str) -> str:

@@ -16,7 +16,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
+from ..body import write_all
 from ..config import ConfigError
 from ..handler import Handler
 from ..protocol import replies as R
@@ -42,6 +45,8 @@ _FIRST_RETRY = 0.01
 _LAST_RETRY = 0.25
 # How often the file may be replaced under us before we give up (451).
 _MAX_REOPENS = 10
+# The message is read, quoted and written this much at a time.
+_BLOCK = 1024 * 1024
 
 
 class Mbox(Handler):
@@ -62,6 +67,9 @@ class Mbox(Handler):
       ``>From `` quoting; 8-bit and UTF-8 bytes are kept as they are.
     * a blank line. A blank line is also added before the ``From`` line
       when the file does not already end with one.
+
+    The message is read from ``envelope.open_content()`` and written in
+    blocks of about 1 MiB, so a spooled message is never loaded whole.
 
     Locking: the whole append runs under ``fcntl.flock`` *and* ``fcntl.lockf``
     (POSIX ``fcntl`` record lock) on the file, exclusive, so readers that
@@ -103,7 +111,6 @@ class Mbox(Handler):
 
     def on_message(self, session: Session, envelope: Envelope) -> Reply | None:
         """Append the message; return only once it is locked, written and fsync'd."""
-        entry = _entry(envelope.mail_from or "", envelope.content or b"")
         if not self._lock.acquire(timeout=self.lock_timeout):
             log.error(
                 "%s: mbox %s still busy with other deliveries after %.1f s (451)",
@@ -113,7 +120,8 @@ class Mbox(Handler):
             )
             return R.HANDLER_ERROR
         try:
-            self._append(entry, envelope.queue_id)
+            with envelope.open_content() as content:
+                self._append(_entry(envelope.mail_from or "", content), envelope.queue_id)
         except OSError as exc:
             log.error(
                 "%s: cannot deliver to mbox %s (451, the client will retry): %s",
@@ -126,12 +134,14 @@ class Mbox(Handler):
             self._lock.release()
         return None
 
-    def _append(self, entry: bytes, queue_id: str | None) -> None:
+    def _append(self, entry: Iterator[bytes], queue_id: str | None) -> None:
         fd = self._open_locked()
         try:  # closing the descriptor releases both locks
             start = os.fstat(fd).st_size
             try:
-                _write_all(fd, _separator(fd, start) + entry)
+                write_all(fd, _separator(fd, start))
+                for piece in entry:
+                    write_all(fd, piece)
                 os.fsync(fd)
             except OSError:
                 _truncate(fd, start, self.path, queue_id)
@@ -158,16 +168,55 @@ class Mbox(Handler):
         raise OSError(errno.EAGAIN, "mbox file kept being replaced while locking", self.path)
 
 
-def _entry(sender: str, content: bytes) -> bytes:
-    """The mboxrd form of one message, from its From line to its blank line."""
+def _entry(sender: str, content: BinaryIO) -> Iterator[bytes]:
+    """The mboxrd form of one message, from its From line to its blank line, in blocks."""
     date = time.asctime(time.gmtime())
+    yield b"From " + _from_line_sender(sender) + b" " + date.encode() + b"\n"
     # The parser refuses CR and LF in addresses; never let one split the header.
     clean = sender.replace("\r", "").replace("\n", "")
-    header = f"Return-Path: <{clean}>\r\n".encode()
-    text = _FROM_QUOTE.sub(rb">\g<0>", (header + content).replace(b"\r\n", b"\n"))
-    if not text.endswith(b"\n"):
-        text += b"\n"
-    return b"From " + _from_line_sender(sender) + b" " + date.encode() + b"\n" + text + b"\n"
+    last = b""
+    for text in _mboxrd(content, f"Return-Path: <{clean}>\r\n".encode()):
+        if text:
+            last = text
+            yield text
+    yield b"\n" if last.endswith(b"\n") else b"\n\n"
+
+
+def _mboxrd(content: BinaryIO, carry: bytes) -> Iterator[bytes]:
+    """``carry`` then ``content``, CRLF made LF and ``>From `` quoted, block by block.
+
+    Quoting looks at line starts, so each block is cut after its last LF
+    and the rest carried into the next. A line longer than a block is let
+    out in parts once its ``>*From `` prefix is decided (and without a
+    trailing CR, whose LF may follow); the later parts are not line starts.
+    """
+    mid_line = False
+    while True:
+        block = content.read(_BLOCK)
+        data = carry + block
+        if not block:
+            yield _quote(data, mid_line)
+            return
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            carry, mid_line_next = data[cut:], False
+        elif len(data) >= _BLOCK and len(data.lstrip(b">")) >= len(b"From "):
+            cut = len(data) - data.endswith(b"\r")
+            carry, mid_line_next = data[cut:], True
+        else:
+            carry = data
+            continue
+        yield _quote(data[:cut], mid_line)
+        mid_line = mid_line_next
+
+
+def _quote(text: bytes, mid_line: bool) -> bytes:
+    """CRLF to LF and mboxrd quoting; ``mid_line``: ``text`` does not start a line."""
+    text = text.replace(b"\r\n", b"\n")
+    start = text.find(b"\n") + 1 if mid_line else 0
+    if mid_line and not start:
+        return text
+    return text[:start] + _FROM_QUOTE.sub(rb">\g<0>", text[start:])
 
 
 def _from_line_sender(sender: str) -> bytes:
@@ -223,15 +272,6 @@ def _is_current(fd: int, path: str) -> bool:
         return False
     opened = os.fstat(fd)
     return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.EIO, "write made no progress")
-        view = view[written:]
 
 
 def _truncate(fd: int, size: int, path: str, queue_id: str | None) -> None:

@@ -68,9 +68,12 @@ class Reply:
 
 # --- connection ------------------------------------------------------------
 @lru_cache(maxsize=64)
-def greeting(hostname: str) -> Reply:
-    """220, sent on connect (RFC 5321 §4.3.1); no enhanced code (RFC 2034 §3)."""
-    return Reply(220, None, f"{hostname} ESMTP fastsmtp")
+def greeting(hostname: str, protocol: str = "ESMTP") -> Reply:
+    """220, sent on connect (RFC 5321 §4.3.1); no enhanced code (RFC 2034 §3).
+
+    ``protocol`` is ``"LMTP"`` in LMTP mode (as in RFC 2033 §4.1's example).
+    """
+    return Reply(220, None, f"{hostname} {protocol} fastsmtp")
 
 
 @lru_cache(maxsize=64)
@@ -182,6 +185,9 @@ TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
 TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 EXPN_DISABLED = Reply(502, "5.5.1", "Error: EXPN is not available")
 NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+# RFC 2033 §4.1: an LMTP server takes LHLO where SMTP has HELO/EHLO.
+LMTP_NEEDS_LHLO = Reply(500, "5.5.1", "Error: this is an LMTP server, say LHLO")
+NEED_LHLO = Reply(503, "5.5.1", "Error: send LHLO first")
 NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
 NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
@@ -222,6 +228,8 @@ def too_many_auth_failures(hostname: str) -> Reply:
 
 # --- limits ----------------------------------------------------------------
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
+# RFC 3463 §3.4: X.3.1, mail system full (the spool directory cannot take the message).
+SPOOL_FAILED = Reply(452, "4.3.1", "Error: insufficient system storage")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")
 DATA_LINE_TOO_LONG = Reply(
     554, "5.6.0", "Error: message refused, a line is longer than the limit (RFC 5321 §4.5.3.1.6)"

@@ -20,6 +20,10 @@ is the table ``_SEQUENCE``; a command outside its states gets the 503 named
 there. After DATA the body is decoded chunk by chunk by the wire layer's
 ``DataDecoder`` and surfaces as ``BodyChunk`` events, never as one buffer.
 
+With ``settings.lmtp`` the connection speaks LMTP (RFC 2033): LHLO takes
+the place of HELO/EHLO, and the ``MessageEnd`` decision is answered with
+one reply per accepted recipient (``respond_recipients``).
+
 Every 5xx for a malformed or out-of-sequence command counts as an error;
 after ``max_errors`` the connection answers 421 and closes (RFC 5321
 §4.3.2 lets a server close on abuse).
@@ -218,7 +222,8 @@ class ServerConnection:
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting, or ``reply`` (4xx/5xx) to refuse the client and close."""
         if reply is None or reply.code < 400:
-            self._send(reply or R.greeting(self.settings.hostname))
+            protocol = "LMTP" if self.settings.lmtp else "ESMTP"
+            self._send(reply or R.greeting(self.settings.hostname, protocol))
         else:
             self._send(reply)
             self.state = State.CLOSED
@@ -321,6 +326,10 @@ class ServerConnection:
         event = self._decision
         if event is None:
             raise RuntimeError("no decision is pending")
+        if self.settings.lmtp and type(event) is MessageEnd:
+            # RFC 2033 §4.2: one reply per recipient, here all the same.
+            self.respond_recipients([reply] * len(self.envelope.rcpt_tos))
+            return
         self._decision = None
         accept = reply is None or reply.code < 400
         self._send(_RESPONDERS[type(event)](self, event, reply, accept))
@@ -335,6 +344,25 @@ class ServerConnection:
             raise RuntimeError("no Authenticate decision is pending")
         self._decision = None
         self._notice = self._auth_step(self._sasl.answer(result))
+
+    def respond_recipients(self, replies: Sequence[Reply | None]) -> None:
+        """LMTP: answer ``MessageEnd`` with one reply per accepted recipient.
+
+        ``replies[i]`` answers ``envelope.rcpt_tos[i]`` (RFC 2033 §4.2);
+        ``None`` accepts with the default reply. The transaction counts as
+        delivered when any recipient accepted it.
+        """
+        event = self._decision
+        if not self.settings.lmtp or type(event) is not MessageEnd:
+            raise RuntimeError("respond_recipients() answers MessageEnd in LMTP mode only")
+        if len(replies) != len(self.envelope.rcpt_tos):
+            raise ValueError(f"{len(replies)} replies for {len(self.envelope.rcpt_tos)} recipients")
+        self._decision = None
+        accept = False
+        for reply in replies:
+            accept = accept or reply is None or reply.code < 400
+            self._send(reply or R.OK)
+        self._respond_message(event, None, accept)
 
     def _respond_hello(self, event: Hello, reply: Reply | None, accept: bool) -> Reply:
         if not accept:
@@ -421,6 +449,8 @@ class ServerConnection:
         if self.state is State.AUTH:  # an error ends the AUTH exchange
             self._sasl = None
             self.state = State.READY
+        if reply is R.NEED_HELO and self.settings.lmtp:
+            reply = R.NEED_LHLO
         self._send(reply)
         self._errors += 1
         if self._errors >= self.settings.max_errors:
@@ -503,10 +533,19 @@ class ServerConnection:
         return self._decide(Hello(verb, args.decode("utf-8", "replace")))
 
     def _helo(self, args: bytes) -> Event | None:
+        if self.settings.lmtp:
+            return self._bad(R.LMTP_NEEDS_LHLO)
         return self._hello("HELO", args)
 
     def _ehlo(self, args: bytes) -> Event | None:
+        if self.settings.lmtp:
+            return self._bad(R.LMTP_NEEDS_LHLO)
         return self._hello("EHLO", args)
+
+    def _lhlo(self, args: bytes) -> Event | None:
+        if not self.settings.lmtp:
+            return self._bad(R.UNKNOWN_COMMAND)
+        return self._hello("LHLO", args)  # RFC 2033 §4.1: EHLO by another name
 
     def _mail(self, args: bytes) -> Event | None:
         limit = self.settings.max_transactions
@@ -724,6 +763,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
     for verb, command in {
         "HELO": ServerConnection._helo,
         "EHLO": ServerConnection._ehlo,
+        "LHLO": ServerConnection._lhlo,
         "MAIL": ServerConnection._mail,
         "RCPT": ServerConnection._rcpt,
         "DATA": ServerConnection._data,

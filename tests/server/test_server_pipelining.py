@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from fastsmtp import Collect, Reply, Server
-from fastsmtp.server import SMTPProtocol
+from fastsmtp.connection import SMTPProtocol
 
 GROUP = (
     b"MAIL FROM:<alice@example.com>\r\n"

@@ -1,0 +1,683 @@
+"""One client connection of the asyncio server: ``SMTPProtocol``.
+
+Each connection is an ``asyncio.BufferedProtocol`` (so uvloop works
+unchanged) wrapping a sans-IO ``ServerConnection``. ``buffer_updated``
+feeds the connection and runs its events synchronously; only a handler hook
+that has to be awaited makes a task, and reading pauses until it is
+answered. The replies produced while the input lasts are written with one
+``write`` (RFC 2920 batching). Before the greeting come the PROXY header
+(when expected), the connection limits and ``greet_pause``; after it, one
+self-checking timer enforces the timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from itertools import count
+from typing import TYPE_CHECKING, Any, cast
+
+from ._outcome import BadOutcome, log_message, message_replies
+from .auth import (
+    ScramSecrets,
+)
+from .body import BodyReceiver, BodySink, MessageBody, release, stored
+from .handler import HookCall, _in_thread
+from .protocol import replies as R
+from .protocol.events import (
+    NEED_DATA,
+    Authenticate,
+    AuthResult,
+    BodyChunk,
+    Closed,
+    DataStarted,
+    Event,
+    Expand,
+    Hello,
+    MailFrom,
+    MessageAborted,
+    MessageEnd,
+    RcptTo,
+    Reset,
+    StartTLS,
+    Verify,
+)
+from .protocol.proxy import ProxyError, ProxyReader
+from .protocol.replies import Reply
+from .protocol.server import ServerConnection
+from .session import Address, Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["SMTPProtocol", "new_id"]
+
+log = logging.getLogger("fastsmtp")
+
+
+# Ids: a per-process random prefix and a counter, unique across --workers.
+_ID_PREFIX = ""
+_ids = count(1)
+
+
+def _new_id_space() -> None:
+    global _ID_PREFIX, _ids
+    _ID_PREFIX = os.urandom(4).hex().upper()
+    _ids = count(1)
+
+
+_new_id_space()
+# A forked worker (--workers) must not hand out its parent's ids.
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_new_id_space)
+
+
+def new_id() -> str:
+    """A unique id for a session or a message (as in Postfix's queue ids)."""
+    return f"{_ID_PREFIX}{next(_ids):08X}"
+
+
+class SMTPProtocol(asyncio.BufferedProtocol):
+    """One client connection: a transport around a ``ServerConnection``.
+
+    A ``BufferedProtocol``: the transport reads into the server's one shared
+    buffer (``get_buffer``) and ``buffer_updated`` copies what arrived into
+    the connection before returning, so no read allocates. asyncio's plain
+    ``Protocol`` path allocates 256 KiB per read, which glibc serves with an
+    mmap and munmap each time: measured, that halved the 1 KiB message rate.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.hooks = server.hooks
+        self.conn: ServerConnection
+        self.transport: asyncio.Transport | None = None
+        self._busy = False
+        self._stopping = False
+        self._lost = False
+        self._body: BodyReceiver
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_step = 0.0
+        self._loop = asyncio.get_running_loop()
+        # Before the greeting, input goes here instead (PROXY header, greet_pause).
+        self._gate: Callable[[bytes | memoryview], None] | None = None
+        self._proxy: ProxyReader | None = None
+        self._admitted = False  # counted by server.limits
+        self._limit_key: str | None = None
+        self._started = False  # on_connect called (so on_disconnect will be)
+        # Slow clients: when the last reply went out, and octets read since.
+        self._progress = 0.0
+        self._progress_octets = 0
+        self._write_paused = False
+
+    # --- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            peer = tuple(peer[:2])
+        elif not peer:  # a Unix socket's client has no name: say which socket
+            peer = transport.get_extra_info("sockname")
+        session = Session(id=new_id(), peer=peer)
+        # An implicit-TLS listener hands over an SSL transport (RFC 8314).
+        session.tls = transport.get_extra_info("ssl_object") is not None
+        self.conn = ServerConnection(
+            self.server.settings,
+            session,
+            starttls=self.server.tls_context is not None,
+            relay=self.server.relay,
+            auth_mechanisms=self.server.auth_mechanisms,
+        )
+        self._body = BodyReceiver(session.id)
+        self.server._register(self)
+        settings = self.server.settings
+        if settings.proxy_protocol and not session.tls:
+            self._proxy = ProxyReader()
+            self._gate = self._read_proxy_header
+            self._timer = self._loop.call_later(settings.proxy_timeout, self._no_proxy_header)
+        else:
+            self._admit()
+
+    def _admit(self) -> None:
+        """The client's address is known: apply the connection limits, then greet."""
+        session = self.conn.session
+        refusal, self._limit_key = self.server.limits.admit(session.peer)
+        if refusal is not None:
+            log.info("%s: refused %s: %s", session.id, session.peer, refusal)
+            self.conn.greet(refusal)
+            self._flush()
+            return
+        self._admitted = True
+        pause = self.server.settings.greet_pause
+        if pause:
+            self._gate = self._early_talker
+            self._timer = self._loop.call_later(pause, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        """Arm the timeouts and greet (after on_connect, if the handler has it)."""
+        self._gate = None
+        if self.conn.closed:  # the server stopped during greet_pause
+            return
+        self._started = True
+        session = self.conn.session
+        self._last_activity = self._progress = self._loop.time()
+        settings = self.server.settings
+        self._timeout_step = min(settings.command_timeout, settings.data_timeout)
+        self._arm_timer(self._last_activity + self._timeout_step)
+        log.debug("%s: connect from %s", session.id, session.peer)
+        hook = self.hooks.get("on_connect")
+        if hook is None:
+            self.conn.greet()
+            self._flush()
+        else:
+            self._await(self._connect())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # The buffer is shared: receive_data copies before the next read.
+        self.data_received(self.server._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        self._last_activity = self._loop.time()
+        if self._gate is not None:
+            self._gate(data)
+            return
+        self._progress_octets += len(data)
+        self.conn.receive_data(data)
+        if not self._busy:
+            self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        if not self._busy:
+            self._process()
+        # Keep a plain socket half-open to answer what was sent before EOF;
+        # TLS cannot half-close, so there the transport closes itself.
+        return not self.conn.session.tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+        session = self.conn.session
+        if not self.conn.closed:
+            log.info("%s: connection lost from %s", session.id, session.peer)
+        self._stopping = True
+        self._body.drop()  # a message cut off mid-DATA: no spool file left behind
+        self.server._unregister(self)
+        if self._admitted:
+            self.server.limits.release(self._limit_key)
+        hook = self.hooks.get("on_disconnect")
+        if hook is not None and self._started:
+            self.server._spawn(self._notify(hook, session))
+
+    # --- event processing -------------------------------------------------
+    def _process(self) -> None:
+        conn = self.conn
+        while not self._busy:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            pending = _DISPATCH[type(event)](self, event)
+            if pending is not None:
+                self._await(pending)
+                return
+        self._flush()
+
+    def _await(self, pending: Awaitable[None]) -> None:
+        """Run a hook; read nothing more until it has answered."""
+        self._busy = True
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.server._spawn(self._resume_after(pending))
+
+    async def _resume_after(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        finally:
+            self._busy = False
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
+        if not self._write_paused:
+            self.transport.resume_reading()
+        if self._stopping:
+            self.shutdown()
+        else:
+            self._process()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        out = self.conn.data_to_send()
+        if transport.is_closing():
+            return
+        if out:
+            transport.write(out)
+            self._progress = self._loop.time()
+            self._progress_octets = 0
+        if self.conn.closed:
+            transport.close()
+
+    async def _call_any(self, name: str, *args: Any) -> Any:
+        """Call a hook; an exception becomes 451 4.3.0 and a logged traceback."""
+        try:
+            return await self.hooks[name](*args)
+        except Exception:
+            log.exception("%s: %s hook failed", self.conn.session.id, name)
+            return R.HANDLER_ERROR
+
+    async def _call(self, name: str, *args: Any) -> Reply | None:
+        """Call a hook that answers with a ``Reply`` or ``None`` (see ``_call_any``)."""
+        result = await self._call_any(name, *args)
+        if result is not None and not isinstance(result, Reply):
+            log.error(
+                "%s: %s returned %r; hooks return None or a Reply",
+                self.conn.session.id,
+                name,
+                result,
+            )
+            return R.HANDLER_ERROR
+        return result
+
+    async def _decide(self, name: str, *args: Any, default: Reply | None = None) -> None:
+        reply = await self._call(name, *args)
+        if not self.conn.closed:
+            self.conn.respond(reply or default)
+
+    async def _notify(self, hook: HookCall, *args: Any) -> None:
+        try:
+            await hook(*args)
+        except Exception:
+            log.exception("%s: %s hook failed", self.conn.session.id, hook)
+
+    async def _connect(self) -> None:
+        reply = await self._call("on_connect", self.conn.session)
+        if reply is R.HANDLER_ERROR:
+            reply = R.HANDLER_ERROR_AT_CONNECT
+        self.conn.greet(reply)
+        self._flush()
+
+    # --- one method per event ---------------------------------------------
+    def _on_hello(self, event: Hello) -> Awaitable[None] | None:
+        if "on_helo" not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide("on_helo", self.conn.session, event.host_name)
+
+    def _on_mail(self, event: MailFrom) -> Awaitable[None] | None:
+        if "on_mail" not in self.hooks:
+            self.conn.respond()
+            return None
+        sender = Address(event.address, event.options)
+        return self._decide("on_mail", self.conn.session, self.conn.envelope, sender)
+
+    def _on_rcpt(self, event: RcptTo) -> Awaitable[None] | None:
+        if "on_rcpt" not in self.hooks:
+            self.conn.respond()
+            return None
+        rcpt = Address(event.address, event.options, event.dsn)
+        return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
+
+    def _on_default(self, event: Event) -> None:
+        self.conn.respond()
+
+    def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
+        """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
+
+        The ``Received:`` header goes first, so the queue id is given here.
+        """
+        conn = self.conn
+        envelope = conn.envelope
+        envelope.queue_id = new_id()
+        trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
+        if "on_data_start" in self.hooks:
+            return self._open_sink(trace)
+        return self._body.start(self._message_body(), trace)
+
+    def _message_body(self) -> MessageBody:
+        settings = self.server.settings
+        return MessageBody(settings.spool_threshold, settings.spool_dir)
+
+    async def _open_sink(self, trace: bytes) -> None:
+        conn = self.conn
+        sink = await self._call_any("on_data_start", conn.session, conn.envelope)
+        if sink is None:
+            sink = self._message_body()
+        elif not all(callable(getattr(sink, name, None)) for name in ("write", "close", "abort")):
+            if sink is not R.HANDLER_ERROR:  # an exception was logged already
+                log.error(
+                    "%s: on_data_start returned %r; it returns None or a sink "
+                    "with write, close and abort",
+                    conn.session.id,
+                    sink,
+                )
+            self._body.fail(R.HANDLER_ERROR)
+            return
+        else:
+            conn.envelope.sink = sink
+        if self._lost:
+            release(sink, conn.session.id)
+            return
+        pending = self._body.start(sink, trace)
+        if pending is not None:
+            await pending
+
+    def _on_body(self, event: BodyChunk) -> Awaitable[None] | None:
+        # An awaitable: the sink's backlog is full, read on once it has drained.
+        return self._body.write(event.data)
+
+    def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        closing = self._body.close()
+        if closing is not None:
+            return self._close_then_deliver(closing)
+        return self._deliver()
+
+    async def _close_then_deliver(self, closing: Awaitable[None]) -> None:
+        await closing  # e.g. the spool file's last writes
+        if self._lost or self.conn.closed:  # no reply is owed; the drop cleans up
+            return
+        pending = self._deliver()
+        if pending is not None:
+            await pending
+
+    def _deliver(self) -> Awaitable[None] | None:
+        envelope = self.conn.envelope
+        sink, error = self._body.result()
+        if sink is None:
+            self._answer_message(error)
+            return None
+        if isinstance(sink, MessageBody):
+            envelope.body = sink
+        if "on_message" not in self.hooks:
+            self._answer_message(None)
+            stored(sink, self.conn.session.id)
+            return None
+        return self._store(sink)
+
+    async def _store(self, sink: BodySink) -> None:
+        conn = self.conn
+        try:
+            result = await self._call_any("on_message", conn.session, conn.envelope)
+        finally:
+            stored(sink, conn.session.id)
+        if not conn.closed:
+            self._answer_message(result)
+
+    def _answer_message(self, result: object) -> None:
+        """Send on_message's answer: one reply, or one per recipient (LMTP)."""
+        conn = self.conn
+        env = conn.envelope
+        lmtp = self.server.settings.lmtp
+        assert env.queue_id is not None
+        count = len(env.rcpt_tos)
+        default = R.queued(env.queue_id)
+        try:
+            replies = message_replies(result, count, lmtp=lmtp, default=default)
+        except BadOutcome as exc:
+            log.error("%s: on_message %s; answering 451", conn.session.id, exc)
+            replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
+        log_message(env, replies if lmtp else replies * count, self._body.size, conn.session.id)
+        if lmtp:
+            conn.respond_recipients(replies)
+        else:
+            conn.respond(replies[0])
+
+    def _on_aborted(self, event: MessageAborted) -> None:
+        self._body.drop()
+        log.info("%s: message refused: %s", self.conn.session.id, event.reply)
+
+    def _on_reset(self, event: Reset) -> Awaitable[None] | None:
+        self._body.drop()  # RSET between BDAT chunks drops what came so far
+        hook = self.hooks.get("on_reset")
+        if hook is None:
+            return None
+        return self._notify(hook, self.conn.session, event.envelope)
+
+    def _on_starttls(self, event: StartTLS) -> Awaitable[None]:
+        return self._start_tls()
+
+    async def _start_tls(self) -> None:
+        """Flush the 220, then hand the socket to TLS (public asyncio API only)."""
+        self._flush()
+        plain = self.transport
+        context = self.server.tls_context
+        assert plain is not None and context is not None
+        try:
+            secure = await self._loop.start_tls(
+                plain,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.settings.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%s: TLS handshake failed: %s", self.conn.session.id, exc)
+            plain.abort()
+            self.connection_lost(exc)
+            return
+        assert secure is not None
+        self.transport = secure
+        self.conn.tls_started()
+        ssl_object = secure.get_extra_info("ssl_object")
+        log.debug(
+            "%s: TLS started: %s %s",
+            self.conn.session.id,
+            ssl_object.version() if ssl_object else "?",
+            ssl_object.cipher()[0] if ssl_object else "?",
+        )
+
+    def _on_authenticate(self, event: Authenticate) -> Awaitable[None]:
+        return self._authenticate(event)
+
+    async def _authenticate(self, event: Authenticate) -> None:
+        """Ask the authenticator (sync ones in a thread); refuse while rate-limited."""
+        conn = self.conn
+        session = conn.session
+        if self.server.auth_failures.blocked(_client_key(session), self._loop.time()):
+            log.warning("%s: AUTH refused: too many failures from %s", session.id, session.peer)
+            conn.respond(R.too_many_auth_failures(self.server.settings.hostname))
+            return
+        authenticator: Any = self.server.authenticator
+        expected: tuple[type, ...]
+        if event.password is None:
+            call = partial(authenticator.scram_secrets, event.username)
+            expected = (ScramSecrets, type(None))
+        else:
+            call = partial(authenticator, session, event.mechanism, event.username, event.password)
+            expected = (bool, str, type(None))
+        try:
+            result = await _maybe_in_thread(call)
+        except Exception:
+            log.exception("%s: authenticator failed", session.id)
+            result = R.AUTH_TEMPORARY_FAILURE
+        if not isinstance(result, expected):
+            log.error("%s: authenticator returned %r, not %s", session.id, type(result), expected)
+            result = R.AUTH_TEMPORARY_FAILURE
+        if conn.closed:
+            return
+        if isinstance(result, Reply):
+            conn.respond(result)
+        else:
+            conn.respond_auth(event.username if result is True else result or None)
+
+    def _on_auth_result(self, event: AuthResult) -> None:
+        session = self.conn.session
+        if event.identity:
+            log.info("%s: AUTH %s as %s", session.id, event.mechanism, event.identity)
+            return
+        log.info(
+            "%s: AUTH %s failed for %r from %s",
+            session.id,
+            event.mechanism,
+            event.username,
+            session.peer,
+        )
+        self.server.auth_failures.failed(_client_key(session), self._loop.time())
+
+    def _on_closed(self, event: Closed) -> None:
+        log.debug("%s: closing: %s", self.conn.session.id, event.reason)
+
+    # --- before the greeting: PROXY header, greet_pause ---------------------
+    def _read_proxy_header(self, data: bytes | memoryview) -> None:
+        """Take the balancer's PROXY header: it names the client (protocol/proxy.py)."""
+        assert self._proxy is not None and self._timer is not None
+        session = self.conn.session
+        try:
+            result = self._proxy.feed(data)
+        except ProxyError as exc:
+            # Not a balancer speaking the protocol: nothing said could be trusted.
+            log.warning("%s: closing, bad PROXY header from %s: %s", session.id, session.peer, exc)
+            self.abort()
+            return
+        if result is None:
+            return
+        header, rest = result
+        self._proxy = self._gate = None
+        self._timer.cancel()
+        if header.source is not None:
+            log.debug("%s: %s is a proxy for %s", session.id, session.peer, header.source)
+            session.peer = header.source
+        self._admit()
+        if rest:
+            self.data_received(rest)
+
+    def _no_proxy_header(self) -> None:
+        session = self.conn.session
+        log.warning("%s: closing, no PROXY header from %s in time", session.id, session.peer)
+        self.abort()
+
+    def _early_talker(self, data: bytes | memoryview) -> None:
+        """Input before the greeting (greet_pause): refuse, as Postfix's postscreen does.
+
+        A client that talks first does not wait for replies: a spam engine,
+        not an MTA (RFC 5321 §3.1 has the client wait for the greeting).
+        """
+        assert self._timer is not None
+        self._timer.cancel()
+        self._gate = None
+        session = self.conn.session
+        log.info("%s: refused %s: it talked before the greeting", session.id, session.peer)
+        self.conn.greet(R.EARLY_TALKER)
+        self._flush()
+
+    # --- timeouts and shutdown --------------------------------------------
+    def _arm_timer(self, when: float) -> None:
+        self._timer = self._loop.call_at(when, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        """Say 421 when the client's time is up (RFC 5321 §4.5.3.2); else look again.
+
+        One timer per connection, never moved on activity: it wakes at the
+        deadline or after ``min(command_timeout, data_timeout)``, whichever
+        is sooner, and compares the time with the deadline of the state the
+        connection is in now, so a change of state needs no re-arming.
+        """
+        now = self._loop.time()
+        if self._busy:  # the handler is working: not the client's time
+            self._last_activity = self._progress = now
+        deadline = self._deadline()
+        if now < deadline:
+            self._arm_timer(min(deadline, now + self._timeout_step))
+            return
+        state = "DATA" if self.conn.in_data else "a command"
+        log.info("%s: timeout waiting for %s", self.conn.session.id, state)
+        self.conn.timed_out()
+        self._flush()
+        if self._write_paused:  # it reads nothing: the 421 would never be flushed
+            self.abort()
+
+    def _deadline(self) -> float:
+        """When the client's time is up in the state the connection is in now.
+
+        A command must be complete within ``command_timeout`` of the last
+        reply, however it trickles in: counted per read, a client sending a
+        byte a second would never time out. In DATA, ``data_timeout`` is
+        the silence allowed between reads (RFC 5321 §4.5.3.2.5), and the
+        message must also average ``min_data_rate`` octets a second beyond
+        ``data_timeout``.
+        """
+        settings = self.server.settings
+        if not self.conn.in_data:
+            return self._progress + settings.command_timeout
+        deadline = self._last_activity + settings.data_timeout
+        rate = settings.min_data_rate
+        if rate:
+            budget = self._progress + settings.data_timeout + self._progress_octets / rate
+            deadline = min(deadline, budget)
+        return deadline
+
+    def pause_writing(self) -> None:
+        """The client reads its replies slower than it sends: stop reading its input.
+
+        Without this a client that pipelines commands and never reads would
+        make the transport buffer replies without bound.
+        """
+        self._write_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """The server is stopping: 421 now, or after the hook in progress."""
+        self._stopping = True
+        if self._busy or self.transport is None or self.transport.is_closing():
+            return
+        self.conn.shutdown()
+        self._flush()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
+    Hello: SMTPProtocol._on_hello,
+    MailFrom: SMTPProtocol._on_mail,
+    RcptTo: SMTPProtocol._on_rcpt,
+    Verify: SMTPProtocol._on_default,
+    Expand: SMTPProtocol._on_default,
+    DataStarted: SMTPProtocol._on_data,
+    BodyChunk: SMTPProtocol._on_body,
+    MessageEnd: SMTPProtocol._on_message,
+    MessageAborted: SMTPProtocol._on_aborted,
+    Reset: SMTPProtocol._on_reset,
+    StartTLS: SMTPProtocol._on_starttls,
+    Authenticate: SMTPProtocol._on_authenticate,
+    AuthResult: SMTPProtocol._on_auth_result,
+    Closed: SMTPProtocol._on_closed,
+}
+
+
+def _client_key(session: Session) -> str:
+    """Whom AUTH failures are counted against: the client's IP address."""
+    peer = session.peer
+    return peer[0] if isinstance(peer, tuple) else str(peer)
+
+
+async def _maybe_in_thread(call: partial[Any]) -> Any:
+    """Await an async callable; run a sync one in a thread (it may be slow)."""
+    fn = call.func
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    ):
+        return await call()
+    return await _in_thread(call)

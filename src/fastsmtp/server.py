@@ -272,6 +272,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self.conn: ServerConnection
         self.transport: asyncio.Transport | None = None
         self._busy = False
+        self._write_paused = False  # the client is not reading its replies
         self._stopping = False
         self._lost = False
         self._body: list[bytes] = []
@@ -328,6 +329,21 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         # TLS cannot half-close, so there the transport closes itself.
         return not self.conn.session.tls
 
+    def pause_writing(self) -> None:
+        # The client does not read its replies: read none of its commands
+        # until it does, or its replies would pile up here without end.
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._busy:
+            return
+        transport.resume_reading()
+        self._process()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
             return
@@ -346,7 +362,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     # --- event processing -------------------------------------------------
     def _process(self) -> None:
         conn = self.conn
-        while not self._busy:
+        while not self._busy and not self._write_paused:
             event = conn.next_event()
             if event is NEED_DATA:
                 break
@@ -372,7 +388,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         assert self.transport is not None
         if self.transport.is_closing():
             return
-        self.transport.resume_reading()
+        if not self._write_paused:
+            self.transport.resume_reading()
         if self._stopping:
             self.shutdown()
         else:
@@ -560,6 +577,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             log.info("%s: timeout after %.0f s", self.conn.session.id, delay)
             self.conn.timed_out()
             self._flush()
+            if self._write_paused:  # it reads no replies either: no goodbye to wait for
+                self.abort()
             return
         step = self._timeout_step
         wake = self._last_activity + step

@@ -12,9 +12,12 @@ around STARTTLS.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import select
 import socket
 import struct
+import time
 
 import pytest
 
@@ -292,6 +295,60 @@ def test_random_binary_garbage_from_many_clients_at_once(serve, client, tracebac
         # Every other reply refuses a line of garbage.
         assert {code for code, _, _ in replies[:-1]} <= {500, 501, 502, 503, 252}
     scene.deliver(raw, "after@example.com")  # the first client was never disturbed
+    scene.finish()
+
+
+# --- clients that do not read their replies --------------------------------------
+FLOOD_LIMIT = 32 * 1024 * 1024  # far more than the socket buffers on both sides
+
+
+def _flood_until_blocked(raw) -> int:
+    """Pipeline HELPs (~18 reply octets per command octet) until the server stops reading."""
+    raw.sock.setblocking(False)
+    block = b"HELP\r\n" * 10_000
+    sent = 0
+    while sent < FLOOD_LIMIT:
+        _, writable, _ = select.select([], [raw.sock], [], 0.5)
+        if not writable:
+            return sent
+        with contextlib.suppress(BlockingIOError):
+            sent += raw.sock.send(block)
+    raise AssertionError(f"the server read {sent} octets of commands whose replies nobody read")
+
+
+def test_a_client_that_reads_no_replies_is_read_no_more(serve, client, tracebacks):
+    scene = Scene(serve, client, tracebacks)
+    raw = scene.hostile()
+    _flood_until_blocked(raw)
+    scene.still_serving()  # others are served meanwhile
+    # Reading the replies lets the server read on: the socket takes more again.
+    help_reply = b"214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN\r\n"
+    received = bytearray()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        readable, writable, _ = select.select([raw.sock], [raw.sock], [], 1.0)
+        if writable:
+            break
+        if readable:
+            received += raw.sock.recv(1 << 20)
+    else:
+        raise AssertionError("the server never read on")
+    assert received.startswith(help_reply)
+    _reset(raw)
+    scene.finish()
+
+
+def test_a_client_that_reads_no_replies_is_dropped_at_the_timeout(serve, client, tracebacks):
+    scene = Scene(serve, client, tracebacks, command_timeout=0.5)
+    raw = scene.hostile()
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        _flood_until_blocked(raw)
+        # The server gives up at the command timeout; with its replies unread
+        # there is no 421 to wait for, so it resets the connection.
+        for _ in range(100):
+            select.select([], [raw.sock], [], 0.1)
+            with contextlib.suppress(BlockingIOError):
+                raw.sock.send(b"NOOP\r\n")
     scene.finish()
 
 

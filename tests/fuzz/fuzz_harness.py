@@ -18,13 +18,14 @@ replays the same run: a crash file is its own reproducer.
     contract's own promises (``_py``'s docstring) are checked for each.
 
 ``server_target``
-    A ``ServerConnection`` (with whichever wire layer ``fastsmtp.wire``
-    loaded) is fed the stream, then EOF, and each decision is answered with
-    acceptance or a refusal. Checked: no exception escapes; what it sends is
-    well-formed replies only; its command buffer stays within
-    ``max_command_line``; the state machine is consistent (a message ends
-    only after it started, with a sender and a recipient; nothing runs after
-    STARTTLS before ``tls_started``; EOF always closes).
+    A ``ServerConnection`` is fed the stream, then EOF, and each decision is
+    answered with acceptance or a refusal. Checked: no exception escapes;
+    what it sends is well-formed replies only; its command buffer stays
+    within ``max_command_line``; the state machine is consistent (a message
+    ends only after it started, with a sender and a recipient; nothing runs
+    after STARTTLS before ``tls_started``; EOF always closes). The same run
+    is made over each twin (``wired``) and must give the same events and
+    the same bytes.
 
 A failed check raises ``AssertionError``; any other exception is a bug too.
 ``TestOneInput`` runs both targets; ``run.py`` runs one at a time under
@@ -33,6 +34,7 @@ atheris.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -42,6 +44,8 @@ from types import ModuleType
 from typing import Any
 
 from fastsmtp.config import Settings
+from fastsmtp.protocol import dsn as protocol_dsn
+from fastsmtp.protocol import server as protocol_server
 from fastsmtp.protocol.events import (
     NEED_DATA,
     BodyChunk,
@@ -59,7 +63,7 @@ from fastsmtp.protocol.events import (
     Verify,
 )
 from fastsmtp.protocol.replies import READY_FOR_TLS, Reply
-from fastsmtp.protocol.server import ServerConnection, State
+from fastsmtp.protocol.server import State
 from fastsmtp.relay import RelayPolicy
 from fastsmtp.session import Session
 from fastsmtp.wire import DataError, LineError, ParseError, _py
@@ -303,7 +307,7 @@ class ServerModel:
         self.settings = settings
         relay = RelayPolicy(["example.com"], []) if rng.random() < 0.3 else None
         session = Session(id="FUZZ", peer=("192.0.2.1", 2525), tls=rng.random() < 0.1)
-        self.conn = ServerConnection(
+        self.conn = protocol_server.ServerConnection(
             settings, session, ("AUTH PLAIN",), starttls=rng.random() < 0.5, relay=relay
         )
         self.chunks = split(data, rng)
@@ -313,6 +317,8 @@ class ServerModel:
         self.tls_pending = False  # STARTTLS accepted, tls_started() not yet called
         self.tls_answered = False  # ...and its 220 has been sent
         self.closed = False
+        #: every event and every write, for comparing the twins
+        self.trace: list[object] = []
 
     def run(self) -> None:
         conn = self.conn
@@ -335,6 +341,7 @@ class ServerModel:
     def flush(self) -> None:
         conn = self.conn
         out = conn.data_to_send()
+        self.trace.append(out)
         codes = check_replies(out)
         if self.tls_answered or self.closed:
             # Nothing is read, let alone answered, between STARTTLS and the
@@ -357,6 +364,7 @@ class ServerModel:
                 self.check_buffers()
                 return
             assert not self.tls_pending, f"{event!r} after STARTTLS before tls_started()"
+            self.trace.append(event)
             assert (conn.pending_decision is event) == isinstance(event, _DECISIONS), event
             self.check(event)
             if conn.pending_decision is not None:
@@ -427,9 +435,36 @@ class ServerModel:
             assert conn.state is State.READY and not conn.envelope.rcpt_tos
 
 
+@contextlib.contextmanager
+def wired(impl: ModuleType) -> Iterator[None]:
+    """Run the protocol over the wire twin ``impl`` for the duration.
+
+    The protocol modules bind the wire names at import; they are looked up
+    again at each call, so swapping them switches a whole run.
+    """
+    names = {
+        protocol_server: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
+        protocol_dsn: ("xtext_decode",),
+    }
+    saved = {(m, n): getattr(m, n) for m, ns in names.items() for n in ns}
+    try:
+        for module, name in saved:
+            setattr(module, name, getattr(impl, name))
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+
+
 def server_target(data: bytes) -> None:
     """The ServerConnection target (see the module doc)."""
-    ServerModel(data).run()
+    traces = []
+    for impl in TWINS:
+        with wired(impl):
+            model = ServerModel(data)
+            model.run()
+        traces.append(model.trace)
+    same(traces, "ServerConnection")
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {"wire": wire_target, "server": server_target}

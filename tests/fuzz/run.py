@@ -4,12 +4,12 @@ Usage (from the repository top, with atheris installed)::
 
     python tests/fuzz/run.py [--seconds 60] [--runs N] [TARGET ...]
 
-Targets: ``wire`` (differential, ``_py`` instrumented, ``_c`` compared),
-``server-c`` and ``server-py`` (``ServerConnection`` over the compiled and
-the pure wire layer). By default all of them share ``--seconds`` (only the
-pure ones under ``FASTSMTP_NO_EXTENSIONS=1``). Each runs in its own process
-(libFuzzer owns the process) on a scratch copy of the seed corpus, so the
-checked-in ``corpus/`` never changes. Known crashes in ``regressions/`` are
+Targets: ``wire`` (the wire twins) and ``server`` (``ServerConnection``
+over each twin), both differential: the pure twin is instrumented for
+coverage, the compiled one is compared with it. By default they share
+``--seconds``. Each runs in its own process (libFuzzer owns the process)
+on a scratch copy of the seed corpus, so the checked-in ``corpus/`` never
+changes. Known crashes in ``regressions/`` are
 replayed first. A crash fails the run; the input is kept and its path
 printed: fix the bug, then add the file to ``regressions/``, where
 ``test_fuzz_harness.py`` replays it in every test run.
@@ -30,12 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 REGRESSIONS = HERE / "regressions"
-# target -> (harness target, FASTSMTP_NO_EXTENSIONS, the wire layer it must run on)
-TARGETS = {
-    "wire": ("wire", False, None),
-    "server-c": ("server", False, "c"),
-    "server-py": ("server", True, "py"),
-}
+TARGETS = ("wire", "server")
 _EXECUTED = re.compile(rb"stat::number_of_executed_units:\s*(\d+)")
 
 
@@ -46,23 +41,14 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
     with atheris.instrument_imports(include=["fastsmtp"]):
         import fuzz_harness
 
-        import fastsmtp.wire
-
-    implementation = TARGETS[target][2]
-    if implementation and implementation != fastsmtp.wire.IMPLEMENTATION:
-        sys.exit(f"fuzz {target}: the wire layer in use is {fastsmtp.wire.IMPLEMENTATION!r}")
-    pure = os.environ.get("FASTSMTP_NO_EXTENSIONS")
-    if target == "wire" and not pure and len(fuzz_harness.TWINS) != 2:
-        sys.exit("fuzz wire: fastsmtp.wire._c cannot be imported; build it first")
-    atheris.Setup([sys.argv[0], *libfuzzer_args], fuzz_harness.TARGETS[TARGETS[target][0]])
+    if len(fuzz_harness.TWINS) != 2 and not os.environ.get("FASTSMTP_NO_EXTENSIONS"):
+        sys.exit(f"fuzz {target}: fastsmtp.wire._c cannot be imported; build it first")
+    atheris.Setup([sys.argv[0], *libfuzzer_args], fuzz_harness.TARGETS[target])
     atheris.Fuzz()
 
 
 def run(target: str, seconds: int, runs: int | None, artifacts: Path) -> int:
     """Fuzz one target in a child process; return its execution count or exit on a crash."""
-    env = dict(os.environ)
-    if TARGETS[target][1]:
-        env["FASTSMTP_NO_EXTENSIONS"] = "1"
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{target}-") as scratch:
         args = [
             f"-max_total_time={seconds}",
@@ -80,7 +66,6 @@ def run(target: str, seconds: int, runs: int | None, artifacts: Path) -> int:
         started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, __file__, "--child", target, "--", *args],
-            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             timeout=seconds + 120,  # corpus loading and the final stats
@@ -115,8 +100,7 @@ def main() -> None:
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target {sorted(unknown)}; choose from {', '.join(TARGETS)}")
-    pure = bool(os.environ.get("FASTSMTP_NO_EXTENSIONS"))
-    targets = args.targets or [t for t in TARGETS if not pure or TARGETS[t][1] or t == "wire"]
+    targets = args.targets or list(TARGETS)
     each = max(1, args.seconds // len(targets))
     artifacts = Path(tempfile.mkdtemp(prefix="fuzz-artifacts-"))
     total = sum(run(target, each, args.runs, artifacts) for target in targets)

@@ -50,7 +50,7 @@ def test_malformed_replies_fail_the_check(out):
         fuzz_harness.check_replies(out)
 
 
-def test_a_twin_that_differs_fails_the_differential_target(monkeypatch):
+def test_a_twin_that_differs_fails_both_targets(monkeypatch):
     def upper_args(line):
         verb, args = _py.parse_command(line)
         return verb, args.upper()
@@ -59,13 +59,18 @@ def test_a_twin_that_differs_fails_the_differential_target(monkeypatch):
     twin.parse_command = upper_args
     twin.__name__ = "fake"
     monkeypatch.setattr(fuzz_harness, "TWINS", (_py, twin))
+    session = b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n"
     with pytest.raises(AssertionError, match="parse_command"):
-        fuzz_harness.wire_target(b"MAIL FROM:<a@example.com>\r\n")
+        fuzz_harness.wire_target(session)
+    with pytest.raises(AssertionError, match="ServerConnection"):
+        fuzz_harness.server_target(session)
 
 
 def test_a_connection_that_breaks_the_state_machine_fails_the_server_target(monkeypatch):
     # As if a command pipelined after STARTTLS were read before the handshake.
-    monkeypatch.setattr(fuzz_harness.ServerConnection, "receive_data", _ignore_tls_state)
+    monkeypatch.setattr(
+        fuzz_harness.protocol_server.ServerConnection, "receive_data", _ignore_tls_state
+    )
     session = (HERE / "corpus" / "starttls_injection").read_bytes()
     failures = 0
     for extra in range(40):  # the settings (STARTTLS offered or not) vary with the input

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: build test test-pure lint format annotate clean bench bench-load docs
+.PHONY: build test test-pure lint format annotate clean bench bench-load docs fuzz
 
 build:  ## compile the Cython wire layer in place
 	$(PYTHON) setup.py build_ext --inplace
@@ -13,6 +13,10 @@ test: build
 
 test-pure:  ## the suite against the pure-Python twin
 	FASTSMTP_NO_EXTENSIONS=1 $(PYTHON) -m pytest
+
+FUZZ_SECONDS ?= 60
+fuzz: build  ## atheris on the wire twins and ServerConnection (pip install atheris)
+	$(PYTHON) tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 lint:
 	$(PYTHON) -m ruff check src tests bench

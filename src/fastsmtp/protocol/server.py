@@ -715,7 +715,14 @@ class ServerConnection:
         # Bytes pipelined after STARTTLS are dropped, never run after the
         # handshake (command injection, CVE-2011-0411).
         self._reader.drain()
+        abandoned = self.envelope if self.state in _IN_TRANSACTION else None
+        self._reset_transaction()
         self.state = State.TLS
+        if abandoned is not None:
+            # RFC 3207 §4.2 forgets the transaction (even between BDAT
+            # chunks): say so first, as RSET would, then start TLS.
+            self._notice = StartTLS()
+            return Reset(abandoned)
         return StartTLS()
 
     @property

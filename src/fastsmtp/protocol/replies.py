@@ -178,3 +178,20 @@ DATA_BARE_LINE_ENDING = Reply(
 HANDLER_ERROR = Reply(451, "4.3.0", "Error: local error in processing, try again later")
 # A greeting may only be 220, 421 or 554 (RFC 5321 §4.3.2).
 HANDLER_ERROR_AT_CONNECT = Reply(421, "4.3.0", "Error: local error, try again later")
+
+# --- delivery: routing, forwarding, loops (what the queue records and bounces report) --
+# RFC 5321 §3.4: a server may say it forwards, or refuse to.
+def will_forward(targets: str) -> Reply:
+    """251 to RCPT of an alias that forwards off this host (when told to say so)."""
+    return Reply(251, "2.1.5", f"User not local; will forward to <{targets}>")
+
+
+FORWARDING_REFUSED = Reply(551, "5.1.6", "User not local; forwarding refused")
+# RFC 5321 §6.3: a message with too many trace headers is looping.
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Error: too many hops (Received: headers), mail loop?")
+# RFC 5321 §5.1: the best MX is this host itself.
+MX_LOOP = Reply(554, "5.4.6", "Error: mail for this domain loops back to myself")
+NULL_MX = Reply(556, "5.1.10", "Recipient domain does not accept mail (Null MX, RFC 7505)")
+NO_SUCH_DOMAIN = Reply(550, "5.1.2", "Recipient domain does not exist")
+NO_MAIL_HOST = Reply(550, "5.4.4", "Recipient domain has no mail server address")
+DNS_TEMPORARY = Reply(451, "4.4.3", "Temporary DNS failure looking up the recipient domain")

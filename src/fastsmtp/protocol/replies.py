@@ -195,3 +195,37 @@ NULL_MX = Reply(556, "5.1.10", "Recipient domain does not accept mail (Null MX, 
 NO_SUCH_DOMAIN = Reply(550, "5.1.2", "Recipient domain does not exist")
 NO_MAIL_HOST = Reply(550, "5.4.4", "Recipient domain has no mail server address")
 DNS_TEMPORARY = Reply(451, "4.4.3", "Temporary DNS failure looking up the recipient domain")
+
+# --- the outbound client's own verdicts (protocol/client.py) ----------------
+# A recipient gets one of these when the client decides without the server's
+# word: the message cannot go to this server as it is, or the connection ended.
+
+
+def remote_size_exceeded(size: int, limit: int) -> Reply:
+    """552 before MAIL: the server declared a smaller SIZE limit (RFC 1870 §6)."""
+    return Reply(
+        552, "5.3.4", f"message size {size} exceeds the limit {limit} the server declared (SIZE)"
+    )
+
+
+# RFC 6531 §3.5: no downgrade of an internationalised message.
+REMOTE_NEEDS_SMTPUTF8 = Reply(
+    553, "5.6.7", "message needs SMTPUTF8 (RFC 6531) and the server does not offer it"
+)
+# RFC 6152 §3: 8-bit content is never sent to a server without 8BITMIME.
+REMOTE_NEEDS_8BITMIME = Reply(
+    554, "5.6.3", "message has 8-bit content and the server does not offer 8BITMIME"
+)
+REMOTE_NEEDS_BINARYMIME = Reply(
+    554, "5.6.3", "message is BINARYMIME and the server does not offer BINARYMIME with CHUNKING"
+)
+REMOTE_CONNECTION_LOST = Reply(421, "4.4.2", "connection lost before the server answered")
+REMOTE_TIMEOUT = Reply(421, "4.4.2", "timeout waiting for the server")
+REMOTE_MALFORMED_REPLY = Reply(421, "4.5.0", "the server sent a malformed or oversized reply")
+# RFC 5321 §4.1.1.4, RFC 1047: the message was sent in full but its reply never came.
+DELIVERY_UNCERTAIN = Reply(
+    421,
+    "4.4.2",
+    "connection lost after the message was sent, before the server confirmed it; "
+    "a retry may deliver it twice (RFC 1047)",
+)

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every setting with its TOML key, CLI flag and default",
         description="Print the settings reference as a Markdown table.",
     )
+    from .delivery import admin
+
+    admin.add_parser(commands)
     return parser
 
 
@@ -110,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "queue":
+            from .delivery import admin
+
+            return admin.run(args)
         print(settings_table())
         return 0
     except ConfigError as exc:

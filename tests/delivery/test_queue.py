@@ -81,8 +81,10 @@ def test_ids_are_unique_and_a_given_id_is_used_once(queue: Queue) -> None:
 
 
 def test_due_finished_and_limit(queue: Queue) -> None:
+    assert queue.next_due() is None
     first = queue.enqueue("a@x.org", ["b@y.org", "c@z.org"], CONTENT, now=T0)
     second = queue.enqueue("a@x.org", ["d@y.org"], CONTENT, now=T0 + 1)
+    assert queue.next_due() == T0
     assert queue.due(T0 - 1) == []
     assert [m.id for m in queue.due(T0)] == [first]
     assert [m.id for m in queue.due(T0 + 1)] == [first, second]
@@ -109,7 +111,9 @@ def test_due_finished_and_limit(queue: Queue) -> None:
         "later",
         T0 + 2,
     )
+    assert queue.next_due() == 0.0  # `second` waits to be reported and removed
     queue.remove(second)
+    assert queue.next_due() == T0 + 600
     queue.remove(second)  # already gone: no error
     assert queue.get(second) is None and not queue.content_path(second).exists()
     assert queue.finished(second)

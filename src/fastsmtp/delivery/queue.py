@@ -325,6 +325,23 @@ class Queue:
             rows = db.execute(sql, (now, -1 if limit is None else limit)).fetchall()
             return _load(db, [row[0] for row in rows])
 
+    def next_due(self) -> float | None:
+        """When ``due`` will next return something (``None``: the queue is idle).
+
+        The earliest ``next_attempt`` of an open recipient, or ``0.0`` when a
+        finished message waits to be reported and removed. Changes made by
+        another process (``fastsmtp queue flush``) are not signalled: sleep
+        until this, but no longer than a short poll interval.
+        """
+        sql = (
+            f"SELECT min(next_attempt) FROM recipients WHERE {_IS_OPEN}"
+            " UNION ALL SELECT 0.0 FROM messages m WHERE NOT EXISTS (SELECT 1 FROM"
+            f" recipients r WHERE r.queue_id = m.id AND r.{_IS_OPEN}) LIMIT 2"
+        )
+        with self._locked() as db:
+            times = [row[0] for row in db.execute(sql) if row[0] is not None]
+        return min(times, default=None)
+
     def get(self, queue_id: str) -> QueuedMessage | None:
         """The message with this id, or ``None``."""
         with self._locked() as db:

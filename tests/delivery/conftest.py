@@ -1,18 +1,23 @@
-"""Fixtures for the delivery tests: a real DNS server (dnsmasq) and a controllable clock.
+"""Fixtures for the delivery tests: a real DNS server, destination MXs, a controllable clock.
 
 ``dnsmasq(mx=..., hosts=..., null_mx=...)`` starts a dnsmasq (see
 ``dnsmasq.py``) and returns it running; every one started is stopped when
-the test ends. ``clock`` is a settable ``now()`` for the scheduler, so retry
-and expiry tests move time instead of waiting for it.
+the test ends. ``mx_servers("127.0.0.2", "127.0.0.3")`` starts fastsmtp
+test servers (``SMTPTestServer``: messages, ``fail_next_rcpt``...) on
+those addresses, all on one port, as the destination MXs of a domain are
+(that port is the ``delivery_port``). ``clock`` is a settable ``now()``
+for the scheduler, so retry and expiry tests move time instead of waiting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from dnsmasq import DNSMasq
+from peers import Clock, MXServer, MXServers, free_port
 
 
 @pytest.fixture
@@ -30,20 +35,23 @@ def dnsmasq() -> Iterator[Callable[..., DNSMasq]]:
         server.stop()
 
 
-class Clock:
-    """A ``now()`` that moves only when the test says so (epoch seconds)."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.value = start
-
-    def __call__(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
     """A ``Clock`` starting at a fixed instant."""
     return Clock()
+
+
+@pytest.fixture
+def mx_servers() -> Iterator[Callable[..., MXServers]]:
+    """``mx_servers(*hosts, **settings)``: test servers on one common port; stopped after."""
+    stack = ExitStack()
+
+    def start(*hosts: str, **settings: Any) -> MXServers:
+        servers = MXServers()
+        servers.port = free_port(hosts)
+        for host in hosts:
+            servers[host] = stack.enter_context(MXServer(host, servers.port, **settings))
+        return servers
+
+    with stack:
+        yield start

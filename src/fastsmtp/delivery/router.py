@@ -41,12 +41,18 @@ class Smarthost:
     host: str
     port: int
 
+    def __str__(self) -> str:
+        return f"smarthost {self.host}:{self.port}"
+
 
 @dataclass(frozen=True, slots=True)
 class MX:
     """Delivered to the MX hosts of ``domain`` (lowercase, or an address literal)."""
 
     domain: str
+
+    def __str__(self) -> str:
+        return f"MX of {self.domain}"
 
 
 Route = Local | Smarthost | MX

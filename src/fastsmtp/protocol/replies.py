@@ -179,6 +179,7 @@ HANDLER_ERROR = Reply(451, "4.3.0", "Error: local error in processing, try again
 # A greeting may only be 220, 421 or 554 (RFC 5321 §4.3.2).
 HANDLER_ERROR_AT_CONNECT = Reply(421, "4.3.0", "Error: local error, try again later")
 
+
 # --- delivery: routing, forwarding, loops (what the queue records and bounces report) --
 # RFC 5321 §3.4: a server may say it forwards, or refuse to.
 def will_forward(targets: str) -> Reply:
@@ -229,3 +230,6 @@ DELIVERY_UNCERTAIN = Reply(
     "connection lost after the message was sent, before the server confirmed it; "
     "a retry may deliver it twice (RFC 1047)",
 )
+# What the scheduler records when no server answered for a recipient.
+CONNECT_FAILED = Reply(451, "4.4.1", "No answer from the destination host")
+DELIVERY_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import email
+import re
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cli.test_serve import serve
 from fastsmtp.delivery.queue import Queue
-from fastsmtp.session import RecipientDSN
+from fastsmtp.handlers import Collect
+from fastsmtp.protocol.replies import Reply
+from fastsmtp.session import Address, Envelope, RecipientDSN, Session
+from fastsmtp.testing import running
 
 CONTENT = b"Subject: stuck\r\n\r\nstill here\r\n"
 T0 = 1_800_000_000.0
@@ -141,3 +148,54 @@ def test_empty_queue_and_config_file(tmp_path: Path) -> None:
     result = run(server)
     assert result.returncode == 2
     assert result.stderr == f"fastsmtp: {tmp_path / 'fastsmtp.toml'} sets no queue_dir\n"
+
+
+class Greylist(Collect):
+    """A smarthost that answers 451 to every RCPT until ``accepting`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepting = False
+
+    async def on_rcpt(self, session: Session, envelope: Envelope, rcpt: Address) -> Reply | None:
+        return None if self.accepting else Reply(451, "4.7.1", "Greylisted, come back later")
+
+
+def test_a_running_server_sees_flush_and_bounce(tmp_path: Path) -> None:
+    """Admin commands from another process reach the server's scheduler through the index."""
+    smarthost = Greylist()
+    with running(smarthost, hostname="smarthost.test") as (host, port):
+        flags = [
+            "--queue-dir", str(tmp_path), "--local-domain", "here.test", "--sink",
+            "--smarthost", f"{host}:{port}", "--smarthost-tls", "none",
+            "--hostname", "mx.here.test", "--relay-network", "127.0.0.0/8",
+        ]  # fmt: skip
+        with serve(*flags) as (_, log, address):
+            with smtplib.SMTP(*address, timeout=10) as client:
+                client.sendmail("alice@sender.test", ["bob@remote.test"], CONTENT)
+            log.until(re.compile(r"to=<bob@remote.test> .*status=deferred"), 20)
+            smarthost.accepting = True
+            result = fastsmtp_queue(tmp_path, "flush", "remote.test")
+            assert result.stdout == "1 deferred recipient(s) due now\n", result.stderr
+            log.until(re.compile(r"to=<bob@remote.test> .*status=delivered"), 20)
+            assert smarthost.wait_for(1)[0].rcpt_tos == ["bob@remote.test"]
+
+            smarthost.accepting = False
+            with smtplib.SMTP(*address, timeout=10) as client:
+                client.sendmail("alice@sender.test", ["carol@remote.test"], CONTENT)
+            line = log.until(re.compile(r"to=<carol@remote.test> .*status=deferred"), 20)
+            match = re.search(r"(\w+): to=<carol@remote.test>", line)
+            assert match is not None
+            smarthost.accepting = True  # so the report to alice can go out
+            result = fastsmtp_queue(tmp_path, "bounce", match.group(1))
+            assert result.returncode == 0, result.stderr
+            log.until(re.compile(r"to=<alice@sender.test> .*status=delivered"), 20)
+    report = smarthost.wait_for(2)[1]
+    assert (report.mail_from, report.rcpt_tos) == ("", ["alice@sender.test"])
+    parsed = email.message_from_bytes(report.content or b"")
+    assert parsed.get_content_type() == "multipart/report"
+    status = parsed.get_payload()[1].get_payload()[1]
+    assert status["Final-Recipient"] == "rfc822; carol@remote.test"
+    assert (status["Action"], status["Status"]) == ("failed", "5.0.0")
+    assert "administrator" in status["Diagnostic-Code"]
+    assert parsed.get_payload()[2].get_payload()[0]["Subject"] == "stuck"

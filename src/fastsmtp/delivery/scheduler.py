@@ -93,7 +93,7 @@ class Scheduler:
         mx_options: ClientOptions | None = None,
         smarthost_options: ClientOptions | None = None,
         now: Callable[[], float] = time.time,
-        poll_interval: float = 1.0,
+        poll_interval: float = 5.0,
         concurrency: int = 20,
     ) -> None:
         self.queue = queue
@@ -165,7 +165,24 @@ class Scheduler:
             except Exception:  # a broken queue must not end delivery for good
                 log.exception("delivery: polling the queue failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wakeup.wait(), await self._idle_time())
+
+    async def _idle_time(self) -> float:
+        """Seconds until the next retry is due, at most ``poll_interval``.
+
+        The poll interval still bounds the sleep: ``fastsmtp queue flush``
+        from another process changes only the index. While deliveries are in
+        flight their recipients look due; their end wakes the loop instead.
+        """
+        try:
+            due_at = await asyncio.to_thread(self.queue.next_due)
+        except Exception:
+            log.exception("delivery: reading the queue failed")
+            return self.poll_interval
+        if due_at is None:
+            return self.poll_interval
+        delay = min(max(due_at - self.now(), 0.0), self.poll_interval)
+        return self.poll_interval if delay == 0.0 and self._deliveries else delay
 
     # --- one poll ---------------------------------------------------------------
     async def poll(self) -> bool:
@@ -201,11 +218,20 @@ class Scheduler:
         outcomes: dict[tuple[str, str], RecipientResult] = {}
         try:
             async with self._limit:
-                if isinstance(route, Local):
-                    await self._deliver_local(batch, outcomes)
-                else:
-                    await self._deliver_remote(route, batch, outcomes)
+                try:
+                    if isinstance(route, Local):
+                        await self._deliver_local(batch, outcomes)
+                    else:
+                        await self._deliver_remote(route, batch, outcomes)
+                except Exception as exc:  # e.g. an admin deleted the message meanwhile
+                    log.exception("delivery via %s failed", route)
+                    for message, rcpts in batch:
+                        for r in rcpts:
+                            result = _result(r.address, R.HANDLER_ERROR, None, exc)
+                            outcomes.setdefault((message.id, r.address), result)
             await asyncio.to_thread(self._record, route, batch, outcomes)
+        except Exception:
+            log.exception("delivery: recording results for %s failed", route)
         finally:
             for message, rcpts in batch:
                 self._inflight.difference_update((message.id, r.address) for r in rcpts)
@@ -305,21 +331,22 @@ class Scheduler:
     async def _send(
         self, client: SMTPClient, message: QueuedMessage, rcpts: Sequence[QueuedRecipient]
     ) -> list[RecipientResult]:
-        content = await asyncio.to_thread(self.queue.content_path(message.id).read_bytes)
         mail_params: dict[str, str | None] = {}
         if message.dsn_ret:
             mail_params["RET"] = message.dsn_ret
         if message.dsn_envid:
             mail_params["ENVID"] = message.dsn_envid
-        return await client.send(
-            message.mail_from,
-            [r.address for r in rcpts],
-            content,
-            mail_params=mail_params,
-            rcpt_params=[_rcpt_params(r) for r in rcpts],
-            smtputf8=message.smtputf8,
-            body_type=message.body_type,
-        )
+        # The client streams the spool file in chunks, reading it in a thread.
+        with open(self.queue.content_path(message.id), "rb") as content:
+            return await client.send(
+                message.mail_from,
+                [r.address for r in rcpts],
+                content,
+                mail_params=mail_params,
+                rcpt_params=[_rcpt_params(r) for r in rcpts],
+                smtputf8=message.smtputf8,
+                body_type=message.body_type,
+            )
 
     # --- results (in a thread: the queue blocks) ------------------------------------
     def _record(

@@ -156,6 +156,10 @@ def test_admin_retry_flush_delete_and_unknown_ids(queue: Queue) -> None:
     assert queue.flush(None, T0 + 30) == 3
     queue.delete(two)
     assert queue.get(two) is None and not queue.content_path(two).exists()
+    # the domain is after the last "@", even with one in a quoted local part
+    three = queue.enqueue("a@x.org", ['"d@y.org"@z.org'], CONTENT, now=T0)
+    queue.record(three, '"d@y.org"@z.org', "deferred", next_attempt=T0 + 3600, **later)
+    assert (queue.flush("y.org", T0), queue.flush("z.org", T0)) == (1, 2)
     for action in (queue.delete, lambda i: queue.retry(i, T0), lambda i: queue.bounce(i, T0)):
         with pytest.raises(KeyError):
             action("NOSUCHID")

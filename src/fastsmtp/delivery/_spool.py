@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["VALID_ID", "begin", "connect", "fsync_dir", "store", "unlink"]
+__all__ = ["VALID_ID", "begin", "connect", "domain_of", "fsync_dir", "store", "unlink"]
 
 VALID_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 _CHUNK = 1 << 20
@@ -78,6 +78,7 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.row_factory = sqlite3.Row
+        db.create_function("domain_of", 1, domain_of, deterministic=True)
         with begin(db):
             for statement in SCHEMA:
                 db.execute(statement)
@@ -93,10 +94,11 @@ def begin(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # the body failed, or COMMIT did (busy, disk full)
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def store(
@@ -133,6 +135,11 @@ def store(
     raise FileExistsError(errno.EEXIST, "no free queue id after 5 tries")
 
 
+def domain_of(address: str) -> str:
+    """The domain of an address, lowercased, without a trailing dot ("" if none)."""
+    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
+
+
 def _new_id() -> str:
     """Microseconds since the epoch and 24 random bits, in hex: sortable and unique."""
     return f"{time.time_ns() // 1000:X}{secrets.token_hex(3).upper()}"
@@ -143,7 +150,7 @@ def _write_synced(path: Path, content: bytes | BinaryIO) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY, 0o600)
     try:
         with open(fd, "wb") as f:
-            if isinstance(content, bytes):
+            if isinstance(content, bytes | bytearray | memoryview):
                 f.write(content)
             else:
                 while chunk := content.read(_CHUNK):

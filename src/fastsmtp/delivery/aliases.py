@@ -15,10 +15,12 @@ regard to case (``"quoted local parts"`` without their quotes); a name may
 also be a whole address (``team@example.com``), which matches only in that
 domain and wins over a bare local part. A bare name applies to addresses in
 the domain first given to ``expand`` (the caller only asks for local
-recipients) or in ``local_domains``, never to a remote target. Targets are addresses, separated by
-commas (not inside quotes or angle brackets), or ``:include:FILE``, a list
-of addresses in FILE (a path relative to the aliases file). A target without
-a domain stays in the domain of the address being expanded.
+recipients) or in ``local_domains``, never to a remote target.
+
+Targets are addresses separated by commas (not inside double quotes), or
+``:include:FILE``, a list of addresses in FILE (a path relative to the
+aliases file). A target without a domain stays in the domain of the
+address being expanded. A ``#`` after whitespace starts a comment.
 
 Expansion is recursive: a target that is itself an alias is expanded in
 turn. An address met again on its own expansion path (``bob: bob, ...``, or
@@ -40,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..config import ConfigError
+from ._spool import domain_of
 
 __all__ = ["Aliases"]
 
@@ -103,7 +106,7 @@ class Aliases:
         return aliases
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, str) and self._lookup(address, _domain(address)) is not None
+        return isinstance(address, str) and self._lookup(address, domain_of(address)) is not None
 
     def __len__(self) -> int:
         return len(self._table)
@@ -115,7 +118,7 @@ class Aliases:
         duplicates (compared without regard to case); an alias may expand
         to nothing (``[]``).
         """
-        home = _domain(address)
+        home = domain_of(address)
         if self._lookup(address, home) is None:
             return None
         result: dict[str, str] = {}
@@ -136,7 +139,7 @@ class Aliases:
         if key in done:  # already expanded through another alias
             return
         path.add(key)
-        domain = _domain(address)
+        domain = domain_of(address)
         for target in targets:
             qualified = target if "@" in target or not domain else f"{target}@{domain}"
             self._walk(qualified, home, path, done, out)
@@ -151,20 +154,17 @@ class Aliases:
         judged local), or in ``local_domains``: never to a remote address
         that an alias forwards to.
         """
-        local, at, domain = address.rpartition("@")
+        local, at, _ = address.rpartition("@")
         if not at:
-            local, domain = address, ""
+            local = address
+        domain = domain_of(address)
         keys = [_key(address)] if domain else []
-        if domain.lower() in {"", home} or domain.lower() in self._local:
+        if domain in {"", home} or domain in self._local:
             keys.append(_key(local))
         for key in keys:
             if key in self._table:
                 return key, self._table[key]
         return None
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
 
 
 def _key(name: str) -> str:

@@ -417,8 +417,8 @@ class Queue:
         sql = "UPDATE recipients SET next_attempt = ? WHERE status = 'deferred'"
         args: tuple[object, ...] = (now,)
         if domain:
-            sql += " AND lower(substr(address, instr(address, '@') + 1)) = ?"
-            args += (domain.lower().rstrip("."),)
+            sql += " AND domain_of(address) = ?"
+            args += (_spool.domain_of(f"@{domain}"),)
         with self._locked() as db, begin(db):
             return db.execute(sql, args).rowcount
 

@@ -85,6 +85,9 @@ class Settings:
         "RCPT of an alias that forwards off this host: accept (250), announce "
         "(251 User not local) or refuse (551 5.1.6)",
     )
+    vrfy_expn: bool = _setting(
+        False, "answer VRFY and EXPN from the aliases (off: 252 and 502, for privacy)"
+    )
     smarthost: str | None = _setting(
         None, "relay all non-local mail through this HOST:PORT instead of MX delivery"
     )

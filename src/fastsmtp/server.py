@@ -31,7 +31,6 @@ from .protocol.events import (
     BodyChunk,
     Closed,
     DataStarted,
-    Event,
     Expand,
     Hello,
     MailFrom,
@@ -451,8 +450,13 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         rcpt = Address(event.address, event.options, event.dsn)
         return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
 
-    def _on_default(self, event: Event) -> None:
-        self.conn.respond()
+    def _on_query(self, event: Verify | Expand) -> Awaitable[None] | None:
+        """VRFY/EXPN: the handler's on_vrfy/on_expn, else the defaults (252/502)."""
+        name = "on_vrfy" if isinstance(event, Verify) else "on_expn"
+        if name not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide(name, self.conn.session, event.argument)
 
     def _on_data(self, event: DataStarted) -> None:
         self._body = []
@@ -588,8 +592,8 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     Hello: SMTPProtocol._on_hello,
     MailFrom: SMTPProtocol._on_mail,
     RcptTo: SMTPProtocol._on_rcpt,
-    Verify: SMTPProtocol._on_default,
-    Expand: SMTPProtocol._on_default,
+    Verify: SMTPProtocol._on_query,
+    Expand: SMTPProtocol._on_query,
     DataStarted: SMTPProtocol._on_data,
     BodyChunk: SMTPProtocol._on_body,
     MessageEnd: SMTPProtocol._on_message,

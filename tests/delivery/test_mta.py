@@ -122,6 +122,32 @@ def test_forwarding_refused_is_551(tmp_path: Path, dnsmasq: StartDNS) -> None:
     assert (code, text) == (551, b"5.1.6 User not local; forwarding refused")
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+def test_vrfy_and_expn_answer_from_the_aliases_only_when_enabled(
+    tmp_path: Path, dnsmasq: StartDNS, enabled: bool
+) -> None:
+    aliases = tmp_path / "aliases"
+    aliases.write_text("team: carol, bob@a.test\n")
+    settings = {"aliases": str(aliases), "vrfy_expn": enabled}
+    with (
+        mta(tmp_path, dnsmasq(), 2525, **settings) as (address, _),
+        smtplib.SMTP(*address, timeout=10) as client,
+    ):
+        client.ehlo("client.test")
+        vrfy_team = client.verify("<team@here.test>")
+        expn_team = client.expn("team")
+        vrfy_user = client.verify("carol")
+        expn_user = client.expn("carol@here.test")
+    if enabled:
+        expanded = (250, b"2.1.5 <carol@here.test>\n2.1.5 <bob@a.test>")
+        assert vrfy_team == expn_team == expanded
+        assert vrfy_user[0] == 252
+        assert expn_user == (550, b"5.1.1 Not a mailing list or alias")
+    else:  # the defaults keep the alias map private
+        assert vrfy_team[0] == vrfy_user[0] == 252
+        assert expn_team[0] == expn_user[0] == 502
+
+
 def test_a_message_with_too_many_received_headers_is_refused(
     tmp_path: Path, dnsmasq: StartDNS
 ) -> None:

@@ -164,8 +164,9 @@ class Scheduler:
                 await self.poll()
             except Exception:  # a broken queue must not end delivery for good
                 log.exception("delivery: polling the queue failed")
+            delay = await self._idle_time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), await self._idle_time())
+                await asyncio.wait_for(self._wakeup.wait(), delay)
 
     async def _idle_time(self) -> float:
         """Seconds until the next retry is due, at most ``poll_interval``.

@@ -125,6 +125,24 @@ class Relay(Handler):
             return R.FORWARDING_REFUSED
         return R.will_forward(">, <".join(remote))
 
+    async def on_vrfy(self, session: Session, argument: str) -> Reply | None:
+        """With ``vrfy_expn``: an alias's addresses; otherwise (and for others) 252."""
+        return self._query(argument, None)
+
+    async def on_expn(self, session: Session, argument: str) -> Reply | None:
+        """With ``vrfy_expn``: an alias's addresses, else 550; without it 502."""
+        return self._query(argument, R.NOT_A_LIST)
+
+    def _query(self, argument: str, missing: Reply | None) -> Reply | None:
+        if not self.settings.vrfy_expn:
+            return None  # the defaults: 252 and 502 (RFC 5321 §7.3, privacy)
+        # "carol", "<carol@here.test>" or "Carol <carol@here.test>"
+        address = argument.rpartition("<")[2].partition(">")[0] or argument.strip()
+        if "@" not in address and self.policy.local_domains:
+            address = f"{address}@{min(self.policy.local_domains)}"
+        expanded = self._expand(address)
+        return R.expansion(expanded) if expanded else missing
+
     def on_message(self, session: Session, envelope: Envelope) -> Reply | None:
         """Refuse loops; expand aliases; enqueue durably (runs in the thread pool)."""
         content = envelope.content or b""

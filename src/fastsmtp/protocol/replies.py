@@ -11,6 +11,7 @@ what the server says can be read (and changed) here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -233,3 +234,9 @@ DELIVERY_UNCERTAIN = Reply(
 # What the scheduler records when no server answered for a recipient.
 CONNECT_FAILED = Reply(451, "4.4.1", "No answer from the destination host")
 DELIVERY_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
+NOT_A_LIST = Reply(550, "5.1.1", "Not a mailing list or alias")
+
+
+def expansion(addresses: Sequence[str]) -> Reply:
+    """250 to VRFY/EXPN of an alias: one address per line (RFC 5321 §3.5.1, §3.5.2)."""
+    return Reply(250, "2.1.5", "\n".join(f"<{a}>" for a in addresses))

@@ -39,6 +39,15 @@ if mode == "enqueue":
         content = b"X-Digest: " + digest.encode() + b"\r\n\r\n" + body
         qid = queue.enqueue("a@x.org", ["b@y.org", "c@z.org"], io.BytesIO(content))
         print(qid, digest, flush=True)
+elif mode == "report":  # an admin bounces each message; the scheduler reports it
+    for message in queue.list():
+        if message.mail_from and not message.recipients[0].failure_notified:
+            queue.bounce(message.id, 1.0)
+            message = queue.get(message.id)
+            queue.report(message, message.recipients, "failure", reporting_mta="mx", now=1.0)
+            print(message.id, flush=True)
+    print("done", flush=True)
+    sys.stdin.read()  # wait for the kill
 else:  # "record": deliver, defer, retry, flush, as a scheduler and an admin would
     while True:
         for message in queue.list():
@@ -58,7 +67,10 @@ def run_and_kill(queue_dir: Path, mode: str, rng: random.Random) -> list[list[st
     """Start a worker, kill -9 it at a random moment; the complete lines it printed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(queue_dir), mode], stdout=subprocess.PIPE, env=env
+        [sys.executable, "-c", WORKER, str(queue_dir), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
     )
     assert proc.stdout is not None
     out = b""
@@ -78,15 +90,17 @@ def run_and_kill(queue_dir: Path, mode: str, rng: random.Random) -> list[list[st
         out += proc.stdout.read()
         proc.wait(timeout=30)
         proc.stdout.close()
+        assert proc.stdin is not None
+        proc.stdin.close()
     complete = out[: out.rfind(b"\n") + 1].decode()
     return [line.split() for line in complete.splitlines()]
 
 
 def check_intact(queue: Queue, directory: Path) -> None:
     """Every message visible is whole; no temporary or unindexed file is left."""
-    ids = {m.id for m in queue.list()}
+    ids = {m.id for m in queue.list() if m.mail_from}  # reports have no X-Digest
     assert os.listdir(directory / "tmp") == []
-    assert set(os.listdir(directory / "spool")) == ids
+    assert set(os.listdir(directory / "spool")) == {m.id for m in queue.list()}
     for qid in ids:
         header, _, body = queue.content_path(qid).read_bytes().partition(b"\r\n\r\n")
         assert header == b"X-Digest: " + hashlib.sha256(body).hexdigest().encode()
@@ -134,3 +148,33 @@ def test_kill_during_record_never_undoes_a_delivery(tmp_path: Path) -> None:
             assert not due & delivered
             delivered |= {key for key, r in state.items() if r.status == "delivered"}
     assert recorded > 12
+
+
+def test_kill_during_report_neither_loses_nor_doubles_a_bounce(tmp_path: Path) -> None:
+    digests = {}
+    with Queue(tmp_path) as queue:
+        for i in range(40):
+            body = f"message {i}\r\n".encode()
+            digest = hashlib.sha256(body).hexdigest()
+            qid = queue.enqueue(
+                "a@x.org", ["b@y.org"], f"X-Digest: {digest}\r\n\r\n".encode() + body
+            )
+            digests[qid] = digest.encode()
+    rng = random.Random(3834)
+    reported: set[str] = set()
+    for _ in range(8):
+        reported |= {line[0] for line in run_and_kill(tmp_path, "report", rng) if line != ["done"]}
+        with Queue(tmp_path) as queue:
+            check_intact(queue, tmp_path)
+            messages = queue.list()
+            reports = [queue.content_path(m.id).read_bytes() for m in messages if not m.mail_from]
+            for m in messages:
+                if not m.mail_from:
+                    continue
+                count = sum(digests[m.id] in report for report in reports)
+                notified = m.recipients[0].failure_notified
+                assert count == (1 if notified else 0), (m.id, count, notified)
+                assert notified or m.id not in reported
+        if len(reported) == len(digests):
+            break
+    assert reported

@@ -232,8 +232,9 @@ def test_no_recovery_while_another_queue_is_open(tmp_path: Path) -> None:
         (tmp_path / "spool" / "INFLIGHT").write_bytes(CONTENT)
         with Queue(tmp_path):
             assert (tmp_path / "spool" / "INFLIGHT").exists()
-    with Queue(tmp_path):
+    with Queue(tmp_path) as queue:
         assert not (tmp_path / "spool" / "INFLIGHT").exists()
+        queue.close()  # closing twice is harmless
 
 
 def test_index_is_wal_and_full_sync(queue: Queue, tmp_path: Path) -> None:

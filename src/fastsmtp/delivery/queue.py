@@ -453,10 +453,13 @@ class Queue:
         return bool(found)
 
     def close(self) -> None:
-        """Close the index and release the directory."""
+        """Close the index and release the directory (again: nothing happens)."""
         with self._lock:
+            if self._lock_fd < 0:
+                return
             self._db.close()
             os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def __enter__(self) -> Queue:
         return self

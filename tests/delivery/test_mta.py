@@ -10,6 +10,7 @@ in the server's log.
 
 from __future__ import annotations
 
+import errno
 import re
 import signal
 import smtplib
@@ -164,6 +165,29 @@ def test_a_message_with_too_many_received_headers_is_refused(
         client.rcpt("carol@here.test")
         code, text = client.data(message("ten hops", received=10))
     assert code == 554 and text.startswith(b"5.4.6 ")
+
+
+def test_a_queue_that_cannot_store_answers_451_and_keeps_serving(
+    tmp_path: Path, dnsmasq: StartDNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastsmtp.delivery.queue import Queue
+
+    def disk_full(*args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with (
+        mta(tmp_path, dnsmasq(), 2525) as (address, _),
+        smtplib.SMTP(*address, timeout=10) as client,
+    ):
+        monkeypatch.setattr(Queue, "enqueue", disk_full)
+        client.ehlo("client.test")
+        client.mail("alice@here.test")
+        client.rcpt("carol@here.test")
+        assert client.data(message("no room")) == (
+            451,
+            b"4.3.0 Error: local error in processing, try again later",
+        )
+        assert client.noop()[0] == 250
 
 
 def test_smarthost_with_starttls_and_auth(

@@ -161,29 +161,29 @@ class Scheduler:
         while True:
             self._wakeup.clear()
             try:
-                await self.poll()
+                progressed = await self.poll()
+                delay = await self._idle_time(progressed)
             except Exception:  # a broken queue must not end delivery for good
                 log.exception("delivery: polling the queue failed")
-            delay = await self._idle_time()
+                delay = self.poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
 
-    async def _idle_time(self) -> float:
+    async def _idle_time(self, progressed: bool) -> float:
         """Seconds until the next retry is due, at most ``poll_interval``.
 
         The poll interval still bounds the sleep: ``fastsmtp queue flush``
-        from another process changes only the index. While deliveries are in
-        flight their recipients look due; their end wakes the loop instead.
+        from another process changes only the index. Something due now is
+        polled again at once only if this poll got somewhere and nothing is
+        in flight (in-flight recipients look due; their end wakes the loop).
         """
-        try:
-            due_at = await asyncio.to_thread(self.queue.next_due)
-        except Exception:
-            log.exception("delivery: reading the queue failed")
-            return self.poll_interval
+        due_at = await asyncio.to_thread(self.queue.next_due)
         if due_at is None:
             return self.poll_interval
         delay = min(max(due_at - self.now(), 0.0), self.poll_interval)
-        return self.poll_interval if delay == 0.0 and self._deliveries else delay
+        if delay == 0.0 and (self._deliveries or not progressed):
+            return self.poll_interval
+        return delay
 
     # --- one poll ---------------------------------------------------------------
     async def poll(self) -> bool:

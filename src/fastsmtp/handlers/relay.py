@@ -21,6 +21,7 @@ start and stop it with the server.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -170,17 +171,21 @@ class Relay(Handler):
                 dsns.append(RecipientDSN(dsn.notify, orcpt))
         if not recipients:  # an alias to nothing (e.g. "nobody: /dev/null"-like)
             return None
-        queue_id = self.queue.enqueue(
-            envelope.mail_from or "",
-            recipients,
-            content,
-            rcpt_dsn=dsns,
-            dsn_ret=envelope.dsn_ret,
-            dsn_envid=envelope.dsn_envid,
-            smtputf8=envelope.smtputf8,
-            body_type=envelope.body_type,
-            queue_id=envelope.queue_id,
-        )
+        try:
+            queue_id = self.queue.enqueue(
+                envelope.mail_from or "",
+                recipients,
+                content,
+                rcpt_dsn=dsns,
+                dsn_ret=envelope.dsn_ret,
+                dsn_envid=envelope.dsn_envid,
+                smtputf8=envelope.smtputf8,
+                body_type=envelope.body_type,
+                queue_id=envelope.queue_id,
+            )
+        except OSError as exc:  # a full disk: nothing stored, the client retries
+            log.error("%s: cannot queue the message (451): %s", envelope.queue_id, exc)
+            return R.HANDLER_ERROR
         self.scheduler.wake()
         return R.queued(queue_id)
 
@@ -215,6 +220,8 @@ def read_auth_file(path: str) -> tuple[str, str]:
     """``USER:PASSWORD`` from the first line of ``path`` (a secret kept out of argv and TOML)."""
     try:
         with open(path, encoding="utf-8") as f:
+            if os.name == "posix" and os.fstat(f.fileno()).st_mode & 0o077:
+                log.warning("smarthost_auth_file %s is readable by others: chmod 600 it", path)
             line = f.readline().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"cannot read smarthost_auth_file {path!r}: {exc.strerror}") from None

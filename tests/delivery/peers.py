@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 from contextlib import ExitStack
+from email.message import EmailMessage
 from typing import Any
 
 from fastsmtp.testing import SMTPTestServer, running
 
-__all__ = ["Clock", "MXServer", "MXServers", "free_port"]
+__all__ = ["Clock", "MXServer", "MXServers", "delivery_status", "free_port"]
 
 
 class Clock:
@@ -58,3 +59,11 @@ class MXServers(dict[str, MXServer]):
     """Running ``MXServer``s by address, all on ``port``."""
 
     port: int
+
+
+def delivery_status(report: EmailMessage) -> list[dict[str, str]]:
+    """The per-message and per-recipient field blocks of an RFC 3464 report."""
+    assert report.get_content_type() == "multipart/report"
+    [status] = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
+    blocks = [dict(block.items()) for block in status.get_payload()]
+    return blocks

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import trustme
 from dnsmasq import DNSMasq
-from peers import MXServers, free_port
+from peers import MXServers, delivery_status, free_port
 
 from cli.test_serve import serve
 from fastsmtp.config import Settings
@@ -325,9 +325,7 @@ def test_example_config_retries_a_4xx_and_bounces_a_5xx_to_the_local_sender(
     [bounce] = (tmp_path / "Maildir" / "new").iterdir()
     report = parse_message(bounce.read_bytes())
     assert report["Return-Path"] == "<>"
-    assert report.get_content_type() == "multipart/report"
-    [status] = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
-    blocks = [dict(block.items()) for block in status.get_payload()]
+    blocks = delivery_status(report)
     assert blocks[1]["Final-Recipient"] == "rfc822; nobody@a.test"
     assert (blocks[1]["Action"], blocks[1]["Status"]) == ("failed", "5.1.1")
     [original] = [p for p in report.walk() if p.get_content_type() == "message/rfc822"]

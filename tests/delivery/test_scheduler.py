@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from dnsmasq import DNSMasq
-from peers import Clock, MXServers
+from peers import Clock, MXServers, delivery_status
 
 from fastsmtp.config import Settings
 from fastsmtp.handlers.maildir import Maildir
@@ -70,14 +70,6 @@ def run(relay: Relay, body: Callable[[], Awaitable[None]]) -> None:
 def maildir_messages(tmp_path: Path) -> list[EmailMessage]:
     new = tmp_path / "Maildir" / "new"
     return [parse_message(p.read_bytes()) for p in sorted(new.iterdir())]
-
-
-def delivery_status(report: EmailMessage) -> list[dict[str, str]]:
-    """The per-message and per-recipient field blocks of an RFC 3464 report."""
-    assert report.get_content_type() == "multipart/report"
-    [status] = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
-    blocks = [dict(block.items()) for block in status.get_payload()]
-    return blocks
 
 
 def enqueue(relay: Relay, clock: Clock, *rcpts: str, **kwargs: Any) -> str:
@@ -240,35 +232,32 @@ def test_delay_notice_when_the_sender_asked_for_it(
     assert "Will-Retry-Until" in rcpt
 
 
-def test_null_mx_bounces_at_once(tmp_path: Path, dnsmasq: StartDNS, clock: Clock) -> None:
-    dns = dnsmasq(null_mx=["null.test"])
-    relay = make_relay(tmp_path, dns, 2525, clock)
+def bounced_at_once(tmp_path: Path, relay: Relay, clock: Clock, rcpt: str) -> dict[str, str]:
+    """Queue mail to ``rcpt``, run one delivery pass; the bounce's recipient block."""
 
     async def body() -> None:
-        enqueue(relay, clock, "bob@null.test")
+        enqueue(relay, clock, rcpt)
         await relay.scheduler.run_pending()
 
     run(relay, body)
     [bounce] = maildir_messages(tmp_path)
-    [_, rcpt] = delivery_status(bounce)
-    assert (rcpt["Action"], rcpt["Status"]) == ("failed", "5.1.10")
+    [_, block] = delivery_status(bounce)
+    assert block["Action"] == "failed"
+    return block
+
+
+def test_null_mx_bounces_at_once(tmp_path: Path, dnsmasq: StartDNS, clock: Clock) -> None:
+    relay = make_relay(tmp_path, dnsmasq(null_mx=["null.test"]), 2525, clock)
+    assert bounced_at_once(tmp_path, relay, clock, "bob@null.test")["Status"] == "5.1.10"
 
 
 def test_an_mx_pointing_back_at_us_is_a_loop(
-    tmp_path: Path, dnsmasq: StartDNS, mx_servers: StartMX, clock: Clock
+    tmp_path: Path, dnsmasq: StartDNS, clock: Clock
 ) -> None:
     dns = dnsmasq(mx={"loop.test": [("us.loop.test", 10)]}, hosts={"us.loop.test": ["127.0.0.1"]})
     relay = make_relay(tmp_path, dns, 2525, clock)
     relay.router.set_listening([("127.0.0.1", 2525)])
-
-    async def body() -> None:
-        enqueue(relay, clock, "bob@loop.test")
-        await relay.scheduler.run_pending()
-
-    run(relay, body)
-    [bounce] = maildir_messages(tmp_path)
-    [_, rcpt] = delivery_status(bounce)
-    assert (rcpt["Action"], rcpt["Status"]) == ("failed", "5.4.6")
+    assert bounced_at_once(tmp_path, relay, clock, "bob@loop.test")["Status"] == "5.4.6"
 
 
 def test_local_and_remote_recipients_of_one_message(

@@ -284,6 +284,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
         self._loop = asyncio.get_running_loop()
+        # Decrypted bytes that arrive while start_tls() is finishing (see _start_tls).
+        self._tls_early: list[bytes] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -321,6 +323,9 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         self._last_activity = self._loop.time()
+        if self._tls_early is not None:
+            self._tls_early.append(bytes(data))
+            return
         self.conn.receive_data(data)
         if not self._busy:
             self._process()
@@ -522,6 +527,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         plain = self.transport
         context = self.server.tls_context
         assert plain is not None and context is not None
+        # A client may send EHLO with the handshake's last flight; asyncio hands
+        # it over before start_tls() returns, i.e. before tls_started(). Those
+        # bytes came through TLS: keep them (plaintext ones were read before).
+        self._tls_early = []
         try:
             secure = await self._loop.start_tls(
                 plain,
@@ -532,12 +541,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("%s: TLS handshake failed: %s", self.conn.session.id, exc)
+            self._tls_early = None
             plain.abort()
             self.connection_lost(exc)
             return
         assert secure is not None
         self.transport = secure
         self.conn.tls_started()
+        early, self._tls_early = self._tls_early, None
+        for chunk in early or ():
+            self.conn.receive_data(chunk)
         ssl_object = secure.get_extra_info("ssl_object")
         log.debug(
             "%s: TLS started: %s %s",

@@ -290,12 +290,16 @@ class ClientConnection:
             params["BODY"] = body
         if utf8:
             params["SMTPUTF8"] = None
-        txn = self._txn = _Transaction(len(recipients), ext.chunking)
-        self.state = ClientState.TRANSACTION
-        self._command(f"MAIL FROM:<{_path(mail_from)}>{_format(params)}", "MAIL")
+        # Every line is built (and checked) before the first goes out.
+        lines = [f"MAIL FROM:<{_path(mail_from)}>{_format(params)}"]
         for index, rcpt in enumerate(recipients):
             extra = _params(rcpt_params[index] if rcpt_params else None, ext.dsn, _DSN_RCPT)
-            self._command(f"RCPT TO:<{_path(rcpt)}>{_format(extra)}", "RCPT", index)
+            lines.append(f"RCPT TO:<{_path(rcpt)}>{_format(extra)}")
+        txn = self._txn = _Transaction(len(recipients), ext.chunking)
+        self.state = ClientState.TRANSACTION
+        self._command(lines[0], "MAIL")
+        for index, line in enumerate(lines[1:]):
+            self._command(line, "RCPT", index)
         if ext.pipelining and not txn.chunking:
             txn.data_sent = True
             self._command("DATA", "DATA")

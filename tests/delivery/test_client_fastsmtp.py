@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import ssl
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from client_peers import run
 
 from fastsmtp import Collect, Reply
 from fastsmtp.delivery.client import ClientOptions, ConnectFailed, SMTPClient
-from fastsmtp.server import new_event_loop
 from fastsmtp.session import Address, Envelope, Session
 from fastsmtp.testing import running
 
-T = TypeVar("T")
 PLAIN = ClientOptions(helo_name="client.test", tls="none", command_timeout=10)
 # Leading dots, a lone dot line, a line of dots, no final CRLF on purpose elsewhere.
 DOTTY = b"Subject: dots\r\n\r\n.leading\r\n.\r\n..\r\nmiddle . dot\r\n...end\r\n"
-
-
-def run(coro: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
-    """Run ``coro`` to completion on a new loop of that kind, within 30 seconds."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(30):
-            return await coro
-
-    event_loop = new_event_loop(loop)
-    try:
-        return event_loop.run_until_complete(bounded())
-    finally:
-        event_loop.close()
 
 
 def body(envelope: Envelope) -> bytes:

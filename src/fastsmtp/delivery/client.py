@@ -293,7 +293,9 @@ class SMTPClient:
         reply = await self._reply("STARTTLS")
         if reply.code != 220:
             if self.options.tls == "required":
-                raise ConnectFailed(f"{self.host} refused STARTTLS: {reply}", temporary=True)
+                raise ConnectFailed(
+                    f"{self.host} refused STARTTLS: {reply}", temporary=True, reply=reply
+                )
             return  # opportunistic: carry on in plaintext, as the server wants
         context = self.options.tls_context or _default_context(self.options.tls == "required")
         transport = self._protocol.transport
@@ -333,7 +335,9 @@ class SMTPClient:
         if reply.code != 235:
             # Temporary like Postfix's smtp_sasl_auth_soft_bounce: a wrong password
             # in our configuration must not bounce the whole queue.
-            raise ConnectFailed(f"AUTH {mechanism} at {self.host} failed: {reply}", temporary=True)
+            raise ConnectFailed(
+                f"AUTH {mechanism} at {self.host} failed: {reply}", temporary=True, reply=reply
+            )
 
     # --- messages ---------------------------------------------------------------
     async def send(

@@ -142,6 +142,7 @@ class ClientConnection:
         self.max_reply_lines = max_reply_lines
         # A server may end lines with a bare LF; only the length is policed.
         self._reader = LineReader(max_reply_line, strict=False)
+        self._partial = 0
         self._lines: list[str] = []
         self._line_code = 0
         self._pending: deque[tuple[str, int]] = deque([("GREETING", -1)])
@@ -161,8 +162,14 @@ class ClientConnection:
         if not data:
             self._close("connection closed by the server", R.REMOTE_CONNECTION_LOST)
         elif self.state is not ClientState.TLS:  # plaintext after STARTTLS's 220 is dropped
+            # Octets since the last LF: a line past the limit is refused now, not
+            # when (if ever) its LF comes; the reader keeps none of it meanwhile.
+            lf = data.rfind(b"\n")
+            self._partial = len(data) - lf - 1 if lf >= 0 else self._partial + len(data)
             self._reader.feed(data)
             self._parse()
+            if self._partial >= self._reader.max_line_length:
+                self._close("reply line too long", R.REMOTE_MALFORMED_REPLY)
 
     def next_event(self) -> ClientEvent | NeedData:
         """The next event, or ``NEED_DATA`` when none is ready."""
@@ -223,6 +230,7 @@ class ClientConnection:
         """The handshake is done: forget the plaintext session (RFC 3207 §4.2), say EHLO again."""
         self._require(ClientState.TLS)
         self._reader.drain()  # anything after the 220 came unprotected: never a reply
+        self._partial = 0
         self.extensions = Extensions()
         self.tls_active = True
         self.state = ClientState.CONNECTED

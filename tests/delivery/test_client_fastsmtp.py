@@ -311,3 +311,53 @@ def test_connect_to_a_closed_port_is_a_temporary_failure() -> None:
     with pytest.raises(ConnectFailed) as failed:
         run(main())
     assert failed.value.temporary and failed.value.reply is None
+
+
+# --- parameters passed on ---------------------------------------------------------------
+def test_null_sender_8bit_body_and_smtputf8_arrive_as_declared() -> None:
+    handler = Collect()
+    content = "Subject: Grüße\r\n\r\nnaïve\r\n".encode()
+    with running(handler) as (host, port):
+
+        async def main() -> list[str]:
+            client = await SMTPClient.connect(host, port, PLAIN)
+            bounce = await client.send("", ["b@y.test"], content, body_type="8BITMIME")
+            utf8 = await client.send("jürgen@x.test", ["zoë@y.test"], content, smtputf8=True)
+            await client.quit()
+            return [r.status for r in [*bounce, *utf8]]
+
+        assert run(main()) == ["delivered", "delivered"]
+    first, second = handler.wait_for(2)
+    assert (first.mail_from, first.body_type, body(first)) == ("", "8BITMIME", content)
+    assert (second.mail_from, second.rcpt_tos, second.smtputf8) == (
+        "jürgen@x.test",
+        ["zoë@y.test"],
+        True,
+    )
+
+
+@pytest.mark.parametrize("dsn", [True, False], ids=["dsn", "no-dsn"])
+def test_dsn_parameters_reach_a_dsn_server_and_are_dropped_for_others(dsn: bool) -> None:
+    handler = Collect()
+    with running(handler, dsn=dsn) as (host, port):
+
+        async def main() -> str:
+            client = await SMTPClient.connect(host, port, PLAIN)
+            [result] = await client.send(
+                "a@x.test",
+                ["b@y.test"],
+                b"Subject: dsn\r\n\r\nx\r\n",
+                mail_params={"RET": "HDRS", "ENVID": "QQ314159"},
+                rcpt_params=[{"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;b@y.test"}],
+            )
+            await client.quit()
+            return result.status
+
+        assert run(main()) == "delivered"
+    [envelope] = handler.wait_for(1)
+    if dsn:
+        assert (envelope.dsn_ret, envelope.dsn_envid) == ("HDRS", "QQ314159")
+        assert envelope.rcpt_dsn[0].notify == {"FAILURE", "DELAY"}
+        assert envelope.rcpt_dsn[0].orcpt == ("rfc822", "b@y.test")
+    else:
+        assert (envelope.dsn_ret, envelope.rcpt_options) == (None, [{}])

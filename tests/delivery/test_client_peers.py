@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import tempfile
@@ -168,6 +169,17 @@ def test_a_refusing_greeting_is_a_connect_failure(greeting: bytes, temporary: bo
     assert failed.value.reply is not None and failed.value.reply.code == int(greeting[:3])
 
 
+def test_a_server_that_never_greets_times_out_into_a_connect_failure() -> None:
+    async def main() -> None:
+        async with MiniServer(greeting=b"") as server:
+            options = ClientOptions(helo_name="client.test", tls="none", command_timeout=0.5)
+            await SMTPClient.connect(*server.address, options)
+
+    with pytest.raises(ConnectFailed, match="timeout") as failed:
+        run(main())
+    assert failed.value.temporary
+
+
 # --- servers that go away -----------------------------------------------------------
 @pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA"])
 def test_a_server_that_hangs_up_mid_transaction_defers(step: str) -> None:
@@ -224,7 +236,10 @@ def test_a_421_mid_transaction_defers_with_the_servers_words() -> None:
 
 
 def test_an_endless_reply_line_fails_the_host_quickly() -> None:
+    handlers: list[asyncio.Task[Any]] = []
+
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         writer.write(b"220 ")
         try:
             for _ in range(2000):  # up to 128 MB, unless the client gives up first
@@ -240,6 +255,7 @@ def test_an_endless_reply_line_fails_the_host_quickly() -> None:
         try:
             await SMTPClient.connect(*server.sockets[0].getsockname()[:2], PLAIN)
         finally:
+            await asyncio.gather(*handlers)  # it stops once the client has gone
             server.close()
             await server.wait_closed()
 
@@ -270,8 +286,9 @@ def smtp_sink() -> Iterator[Any]:
         dump.mkdir()
         dump.chmod(0o777)
         port = _free_port()
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # required as root
         process = subprocess.Popen(
-            [binary, "-u", "nobody", "-d", f"{dump}/%M.", *flags, f"127.0.0.1:{port}", "100"],
+            [binary, *user, "-d", f"{dump}/%M.", *flags, f"127.0.0.1:{port}", "100"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -283,13 +300,15 @@ def smtp_sink() -> Iterator[Any]:
                 return port, dump
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"smtp-sink did not start: {process.stderr}") from None
+                    process.kill()
+                    _, err = process.communicate(timeout=10)
+                    raise RuntimeError(f"smtp-sink did not start: {err!r}") from None
                 time.sleep(0.05)
 
     yield start
     for process in started:
         process.terminate()
-        process.wait(timeout=10)
+        process.communicate(timeout=10)  # reaps it and closes its stderr pipe
     scratch.cleanup()
 
 
@@ -304,6 +323,7 @@ def _dumped(dump: Path) -> list[bytes]:
     return messages
 
 
+@pytest.mark.interop
 def test_smtp_sink_takes_several_messages_on_one_connection(smtp_sink: Any) -> None:
     port, dump = smtp_sink()
     contents = [DOTTY, b"Subject: two\r\n\r\n.\r\n", b"Subject: three\r\n\r\nlast\r\n"]
@@ -321,6 +341,7 @@ def test_smtp_sink_takes_several_messages_on_one_connection(smtp_sink: Any) -> N
     assert sorted(_dumped(dump)) == sorted(c.replace(b"\r\n", b"\n") for c in contents)
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize(
     ("flags", "lmtp", "expected"),
     [
@@ -347,6 +368,7 @@ def test_smtp_sink_variants(
     assert summary(run(main())) == expected
 
 
+@pytest.mark.interop
 def test_smtp_sink_without_smtputf8_gets_no_internationalised_mail(smtp_sink: Any) -> None:
     port, dump = smtp_sink()
 
@@ -358,3 +380,36 @@ def test_smtp_sink_without_smtputf8_gets_no_internationalised_mail(smtp_sink: An
 
     assert summary(run(main())) == [("failed", 553, "5.6.7")]
     assert list(dump.iterdir()) == []
+
+
+def test_a_server_that_stops_reading_mid_body_times_out_the_write() -> None:
+    # The server takes the envelope, then never reads again: the client's writes
+    # back up, and the wait for the transport to drain is bounded too.
+    released = asyncio.Event()
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        writer.write(b"220 stall.test\r\n")
+        for reply in (b"250-stall.test\r\n250 CHUNKING\r\n", b"250 ok\r\n", b"250 ok\r\n"):
+            await reader.readline()
+            writer.write(reply)
+        await released.wait()
+        writer.close()
+
+    async def main() -> tuple[RecipientResult, bool]:
+        server = await asyncio.start_server(stall, "127.0.0.1", 0, limit=1024)
+        try:
+            options = ClientOptions(helo_name="client.test", tls="none", command_timeout=0.5)
+            client = await SMTPClient.connect(*server.sockets[0].getsockname()[:2], options)
+            [result] = await client.send("a@x.test", ["b@y.test"], b"x" * (64 << 20))
+            return result, client.closed
+        finally:
+            released.set()
+            await asyncio.gather(*handlers)
+            server.close()
+            await server.wait_closed()
+
+    result, closed = run(main())
+    assert closed
+    assert (result.status, result.text) == ("deferred", R.REMOTE_TIMEOUT.text)

@@ -361,3 +361,21 @@ def test_dsn_parameters_reach_a_dsn_server_and_are_dropped_for_others(dsn: bool)
         assert envelope.rcpt_dsn[0].orcpt == ("rfc822", "b@y.test")
     else:
         assert (envelope.dsn_ret, envelope.rcpt_options) == (None, [{}])
+
+
+def test_server_name_is_what_tls_verifies_and_results_report(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # The route connects to an MX's address; its name is what the certificate holds.
+    options = ClientOptions(helo_name="client.test", tls="required", tls_context=client_context)
+    with running(Collect(), tls_context=server_context) as (host, port):
+
+        async def main(name: str) -> str | None:
+            client = await SMTPClient.connect(host, port, options, server_name=name)
+            [result] = await client.send("a@x.test", ["b@y.test"], b"x\r\n")
+            await client.quit()
+            return result.remote_host
+
+        assert run(main("localhost")) == "localhost"
+        with pytest.raises(ConnectFailed, match=r"(?i)certificate"):
+            run(main("mx.elsewhere.test"))

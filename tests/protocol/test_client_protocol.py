@@ -434,7 +434,7 @@ def test_connection_lost_before_the_dot_defers_and_after_it_is_uncertain() -> No
     conn.receive_data(b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n")
     events(conn)
     conn.send_body(b"part")
-    conn.connection_lost(R.REMOTE_TIMEOUT)
+    conn.abort(R.REMOTE_TIMEOUT)
     assert done(conn) == [(421, "4.4.2", R.REMOTE_TIMEOUT.text), (550, None, "no")]
 
     conn = ready(FULL)

@@ -185,7 +185,7 @@ class _Protocol(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self._progress
         except TimeoutError:
-            self.conn.connection_lost(R.REMOTE_TIMEOUT)
+            self.conn.abort(R.REMOTE_TIMEOUT)
             self.abort()
 
     async def drain(self, timeout: float) -> None:
@@ -195,7 +195,7 @@ class _Protocol(asyncio.Protocol):
                 async with asyncio.timeout(timeout):
                     await self._writable
             except TimeoutError:
-                self.conn.connection_lost(R.REMOTE_TIMEOUT)
+                self.conn.abort(R.REMOTE_TIMEOUT)
                 self.abort()
 
     def abort(self) -> None:
@@ -211,6 +211,7 @@ class SMTPClient:
     """One SMTP or LMTP connection, reusable for several messages (``connect`` opens it)."""
 
     def __init__(self, host: str, options: ClientOptions, protocol: _Protocol) -> None:
+        #: the server's name: TLS verifies it, results name it (``remote_host``)
         self.host = host
         self.options = options
         self._protocol = protocol
@@ -218,18 +219,26 @@ class SMTPClient:
         self._busy = False
 
     @classmethod
-    async def connect(cls, host: str, port: int, options: ClientOptions) -> SMTPClient:
-        """Connect, greet, start TLS and authenticate as ``options`` say."""
+    async def connect(
+        cls, host: str, port: int, options: ClientOptions, *, server_name: str | None = None
+    ) -> SMTPClient:
+        """Connect, greet, start TLS and authenticate as ``options`` say.
+
+        ``server_name`` is the host's name when ``host`` is its address (an
+        MX's A record): the name TLS verifies and results report.
+        """
         try:
-            return await cls._connect(host, port, options)
+            return await cls._connect(host, port, options, server_name)
         except _TLSFailed as exc:
             if options.tls != "opportunistic":
                 raise
             log.info("%s:%d: %s; retrying without TLS", host, port, exc)
-            return await cls._connect(host, port, replace(options, tls="none"))
+            return await cls._connect(host, port, replace(options, tls="none"), server_name)
 
     @classmethod
-    async def _connect(cls, host: str, port: int, options: ClientOptions) -> SMTPClient:
+    async def _connect(
+        cls, host: str, port: int, options: ClientOptions, server_name: str | None
+    ) -> SMTPClient:
         loop = asyncio.get_running_loop()
         conn = ClientConnection(lmtp=options.lmtp)
         try:
@@ -237,7 +246,7 @@ class SMTPClient:
                 _, protocol = await loop.create_connection(lambda: _Protocol(conn), host, port)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}", temporary=True) from exc
-        client = cls(host, options, protocol)
+        client = cls(server_name or host, options, protocol)
         try:
             await client._open()
         except BaseException:
@@ -442,7 +451,7 @@ class SMTPClient:
 
     async def close(self) -> None:
         """Close the connection without QUIT (abandons a transaction in progress)."""
-        self._conn.connection_lost()
+        self._conn.abort()
         self._protocol.abort()
         transport = self._protocol.transport
         if transport is not None:
@@ -461,7 +470,8 @@ class SMTPClient:
             event = self._conn.next_event()
             if not isinstance(event, NeedData):
                 if isinstance(event, ConnectionClosed):
-                    log.debug("%s: %s", self.host, event.reason)
+                    level = logging.DEBUG if event.reason == "QUIT" else logging.INFO
+                    log.log(level, "%s: %s", self.host, event.reason)
                     self._protocol.abort()
                 return event
             await self._protocol.wait_progress(self.options.command_timeout)

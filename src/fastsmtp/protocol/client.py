@@ -181,13 +181,13 @@ class ClientConnection:
         self._out.clear()
         return out
 
-    def connection_lost(self, reply: Reply = R.REMOTE_CONNECTION_LOST) -> None:
-        """The I/O layer lost the connection or gave up waiting (pass the reason)."""
-        self._close(f"connection lost: {reply.text}", reply)
+    def abort(self, reply: Reply = R.REMOTE_CONNECTION_LOST) -> None:
+        """The I/O layer ends the connection (lost, timed out, given up).
 
-    def abort(self, reply: Reply) -> None:
-        """Give up on the connection; unanswered recipients get ``reply``."""
-        self._close(f"aborted: {reply.text}", reply)
+        Unanswered recipients get ``reply`` (``DELIVERY_UNCERTAIN`` once the
+        whole message was sent), a waiting direct command gets it too.
+        """
+        self._close(f"connection ended: {reply.text}", reply)
 
     @property
     def body_ready(self) -> bool:
@@ -210,9 +210,8 @@ class ClientConnection:
     def hello(self, name: str) -> None:
         """EHLO (LHLO in LMTP mode); ``Replied`` carries the reply."""
         self._require_idle()
-        self._command(
-            f"{'LHLO' if self.lmtp else 'EHLO'} {_token(name)}", "LHLO" if self.lmtp else "EHLO"
-        )
+        verb = "LHLO" if self.lmtp else "EHLO"
+        self._command(f"{verb} {_token(name)}", verb)
 
     def helo(self, name: str) -> None:
         """HELO, the fallback when EHLO is refused (RFC 5321 §4.1.4); not for LMTP."""

@@ -8,6 +8,7 @@ instead of waiting. ``run_pending`` delivers everything due and waits for it.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,14 +16,15 @@ from typing import Any
 
 import pytest
 from dnsmasq import DNSMasq
-from peers import Clock, MXServers, delivery_status
+from peers import Clock, MXServers, delivery_status, free_port
 
 from fastsmtp.config import Settings
+from fastsmtp.handler import Handler
 from fastsmtp.handlers.maildir import Maildir
 from fastsmtp.handlers.relay import Relay
 from fastsmtp.protocol.replies import Reply
-from fastsmtp.session import RecipientDSN
-from fastsmtp.testing import parse_message
+from fastsmtp.session import Envelope, RecipientDSN, Session
+from fastsmtp.testing import parse_message, running
 
 pytestmark = pytest.mark.interop
 
@@ -292,3 +294,41 @@ def test_a_bounce_that_cannot_be_delivered_is_not_bounced(
 
     run(relay, body)
     assert not (tmp_path / "Maildir" / "new").exists() or maildir_messages(tmp_path) == []
+
+
+class SlowMX(Handler):
+    """An MX that holds each message until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.envelopes: list[Envelope] = []
+
+    def on_message(self, session: Session, envelope: Envelope) -> None:  # in a thread
+        self.entered.set()
+        assert self.release.wait(10)
+        self.envelopes.append(envelope)
+
+
+def test_stopping_lets_a_delivery_in_progress_finish(
+    tmp_path: Path, dnsmasq: StartDNS, clock: Clock
+) -> None:
+    dns = dnsmasq(mx={"a.test": [("mx1.a.test", 10)]}, hosts={"mx1.a.test": ["127.0.0.2"]})
+    slow = SlowMX()
+    port = free_port(("127.0.0.2",))
+    with running(slow, "127.0.0.2", port):
+        relay = make_relay(tmp_path, dns, port, clock)
+
+        async def body() -> None:
+            relay.scheduler.start()
+            enqueue(relay, clock)
+            relay.scheduler.wake()
+            assert await asyncio.to_thread(slow.entered.wait, 10)
+            stopping = asyncio.ensure_future(relay.scheduler.stop(grace=10))
+            await asyncio.sleep(0)  # let stop() begin: it must wait, not cancel
+            slow.release.set()
+            await stopping
+            assert relay.queue.list() == []  # delivered and recorded before stop returned
+
+        run(relay, body)
+    assert len(slow.envelopes) == 1

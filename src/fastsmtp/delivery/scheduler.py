@@ -122,13 +122,23 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
 
-    async def stop(self) -> None:
-        """Stop polling and abandon deliveries in progress (they stay queued)."""
-        tasks = [t for t in (self._task, *self._deliveries) if t is not None]
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop polling; let deliveries in progress finish for ``grace`` seconds.
+
+        What is still running then is cancelled and stays queued: a
+        recipient whose ``250`` came just before may be delivered twice
+        (RFC 5321 §6.1), so the grace period keeps that window small.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._deliveries:
+            await asyncio.wait(list(self._deliveries), timeout=grace)
+        tasks = list(self._deliveries)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
 
     def wake(self) -> None:
         """Poll now (safe from any thread: the relay handler calls it after enqueue)."""

@@ -237,12 +237,17 @@ def test_no_recovery_while_another_queue_is_open(tmp_path: Path) -> None:
         queue.close()  # closing twice is harmless
 
 
-def test_index_is_wal_and_full_sync(queue: Queue, tmp_path: Path) -> None:
+def test_index_is_wal_and_versioned(queue: Queue, tmp_path: Path) -> None:
+    queue.close()
     db = sqlite3.connect(tmp_path / "q" / "queue.db")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        db.execute("PRAGMA user_version = 2")  # written by a newer fastsmtp
     finally:
         db.close()
+    with pytest.raises(sqlite3.DatabaseError, match="upgrade fastsmtp"):
+        Queue(tmp_path / "q")
 
 
 def test_safe_from_many_threads(queue: Queue) -> None:

@@ -31,7 +31,10 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 # Column names are the QueuedMessage / QueuedRecipient field names, so that
-# rows map onto them by name.
+# rows map onto them by name. messages.open_recipients is kept equal to the
+# count of open recipients (in the same commit as any status change) so that
+# finding finished messages needs no scan.
+SCHEMA_VERSION = 1  # PRAGMA user_version: raise it, with a migration, when SCHEMA changes
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
         id TEXT PRIMARY KEY,
@@ -41,8 +44,10 @@ SCHEMA = (
         dsn_envid TEXT,
         smtputf8 INTEGER NOT NULL,
         body_type TEXT,
-        size INTEGER NOT NULL
+        size INTEGER NOT NULL,
+        open_recipients INTEGER NOT NULL  -- pending or deferred: 0 means finished
     )""",
+    "CREATE INDEX IF NOT EXISTS messages_open ON messages (open_recipients, created)",
     """CREATE TABLE IF NOT EXISTS recipients (
         queue_id TEXT NOT NULL,
         position INTEGER NOT NULL,
@@ -80,8 +85,15 @@ def connect(path: Path) -> sqlite3.Connection:
         db.row_factory = sqlite3.Row
         db.create_function("domain_of", 1, domain_of, deterministic=True)
         with begin(db):
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"{path} has queue format {version}; this fastsmtp reads up to "
+                    f"{SCHEMA_VERSION}: upgrade fastsmtp"
+                )
             for statement in SCHEMA:
                 db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.close()
         raise

@@ -70,6 +70,7 @@ log = logging.getLogger("fastsmtp.queue")
 RecipientStatus = Literal["pending", "deferred", "delivered", "failed"]
 _OPEN = ("pending", "deferred")
 _IS_OPEN = "status IN ('pending', 'deferred')"
+_MESSAGE_COLUMNS = "id, mail_from, created, dsn_ret, dsn_envid, smtputf8, body_type, size"
 # What an admin's `bounce` and a lost spool file record as the last reply:
 # states kept in the index for mailq and bounces, not replies sent on the wire.
 _ADMIN_BOUNCE = (550, "5.0.0", "bounced by the administrator")
@@ -229,9 +230,9 @@ class Queue:
         try:
             with self._locked() as db, begin(db):
                 db.execute(
-                    "INSERT INTO messages (id, mail_from, created, dsn_ret, dsn_envid,"
-                    " smtputf8, body_type, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (new_id, *envelope, size),
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, open_recipients)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new_id, *envelope, size, len(recipients)),
                 )
                 db.executemany(
                     "INSERT INTO recipients (queue_id, position, address, status, next_attempt,"
@@ -315,11 +316,13 @@ class Queue:
         removes it; an admin's ``bounce`` and a crash after the last
         ``record`` leave messages so).
         """
+        # Both halves are index lookups (recipients_due, messages_open).
         sql = (
-            "SELECT id FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r"
-            f" WHERE r.queue_id = m.id AND r.{_IS_OPEN} AND r.next_attempt <= ?)"
-            " OR NOT EXISTS (SELECT 1 FROM recipients r"
-            f" WHERE r.queue_id = m.id AND r.{_IS_OPEN}) ORDER BY created, id LIMIT ?"
+            "SELECT id FROM messages WHERE id IN (SELECT queue_id FROM recipients"
+            " WHERE status = 'pending' AND next_attempt <= ?1 UNION SELECT queue_id"
+            " FROM recipients WHERE status = 'deferred' AND next_attempt <= ?1"
+            " UNION SELECT id FROM messages WHERE open_recipients = 0)"
+            " ORDER BY created, id LIMIT ?2"
         )
         with self._locked() as db:
             rows = db.execute(sql, (now, -1 if limit is None else limit)).fetchall()
@@ -334,9 +337,9 @@ class Queue:
         until this, but no longer than a short poll interval.
         """
         sql = (
-            f"SELECT min(next_attempt) FROM recipients WHERE {_IS_OPEN}"
-            " UNION ALL SELECT 0.0 FROM messages m WHERE NOT EXISTS (SELECT 1 FROM"
-            f" recipients r WHERE r.queue_id = m.id AND r.{_IS_OPEN}) LIMIT 2"
+            "SELECT min(next_attempt) FROM recipients WHERE status = 'pending'"
+            " UNION ALL SELECT min(next_attempt) FROM recipients WHERE status = 'deferred'"
+            " UNION ALL SELECT 0.0 FROM (SELECT 1 FROM messages WHERE open_recipients = 0 LIMIT 1)"
         )
         with self._locked() as db:
             times = [row[0] for row in db.execute(sql) if row[0] is not None]
@@ -362,9 +365,10 @@ class Queue:
 
     def finished(self, queue_id: str) -> bool:
         """No recipient is pending or deferred (true for an id not in the queue)."""
-        sql = f"SELECT 1 FROM recipients WHERE queue_id = ? AND {_IS_OPEN}"
+        sql = "SELECT open_recipients FROM messages WHERE id = ?"
         with self._locked() as db:
-            return db.execute(sql, (queue_id,)).fetchone() is None
+            row = db.execute(sql, (queue_id,)).fetchone()
+        return row is None or row[0] == 0
 
     # --- delivery results ----------------------------------------------------
 
@@ -399,6 +403,8 @@ class Queue:
                 f" last_attempt = ? WHERE queue_id = ? AND address = ? AND {_IS_OPEN}",
                 (status, due, code, enhanced, text, remote_host, now, queue_id, recipient),
             ).rowcount
+            if changed and status != "deferred":
+                _count_open(db, queue_id)
         if not changed:
             log.info("%s: <%s> not open in the queue; %s not recorded", queue_id, recipient, status)
         return bool(changed)
@@ -493,7 +499,9 @@ def _load(db: sqlite3.Connection, ids: Sequence[str]) -> list[QueuedMessage]:
     """Messages (with their recipients) by id, skipping ids not in the index."""
     messages = []
     for queue_id in ids:
-        row = db.execute("SELECT * FROM messages WHERE id = ?", (queue_id,)).fetchone()
+        row = db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (queue_id,)
+        ).fetchone()
         if row is None:
             continue
         sql = "SELECT * FROM recipients WHERE queue_id = ? ORDER BY position"
@@ -536,6 +544,16 @@ def _fail_open(
         " last_enhanced = ?, last_text = ?, remote_host = NULL, last_attempt = ?"
         f" WHERE queue_id = ? AND {_IS_OPEN}",
         (*reply, now, queue_id),
+    )
+    _count_open(db, queue_id)
+
+
+def _count_open(db: sqlite3.Connection, queue_id: str) -> None:
+    """Bring ``messages.open_recipients`` up to date after a status change."""
+    db.execute(
+        "UPDATE messages SET open_recipients = (SELECT count(*) FROM recipients"
+        f" WHERE queue_id = ?1 AND {_IS_OPEN}) WHERE id = ?1",
+        (queue_id,),
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastsmtp.protocol import replies as R
 from fastsmtp.protocol.client import ClientConnection, ClientState
@@ -19,6 +22,7 @@ from fastsmtp.protocol.client_events import (
 )
 from fastsmtp.protocol.events import NEED_DATA
 from fastsmtp.wire import dot_stuff
+from wire.wire_strategies import chunked, streams
 
 FULL = ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
 
@@ -534,3 +538,67 @@ def test_commands_out_of_state_are_refused() -> None:
         ready([]).authenticate("CRAM-MD5", "u", "p")
     with pytest.raises(ValueError):
         ready([]).hello("bad name")
+
+
+# --- properties -------------------------------------------------------------------
+BOUNDED = settings(max_examples=200, deadline=None)
+
+
+@BOUNDED
+@given(chunks=chunked(streams()), chunking=st.booleans())
+def test_any_body_in_any_chunks_goes_out_stuffed_or_framed(
+    chunks: list[bytes], chunking: bool
+) -> None:
+    conn = ready([*FULL, *(["CHUNKING"] if chunking else [])])
+    conn.start_transaction("a@x.test", ["b@y.test"])
+    conn.receive_data(b"250 ok\r\n250 ok\r\n" + (b"" if chunking else b"354 go\r\n"))
+    assert events(conn) == [SendBody()]
+    conn.data_to_send()
+    for i, chunk in enumerate(chunks):
+        conn.send_body(chunk, last=i == len(chunks) - 1)
+    if not chunks:
+        conn.send_body(b"", last=True)
+    sent = conn.data_to_send()
+    body = b"".join(chunks)
+    if not chunking:
+        assert sent == dot_stuff(body)
+        return
+    payload, rest = b"", sent
+    while rest:  # undo the BDAT framing
+        line, rest = rest.split(b"\r\n", 1)
+        size = int(line.split()[1])
+        payload, rest = payload + rest[:size], rest[size:]
+    assert payload == body and line.endswith(b" LAST")
+
+
+@BOUNDED
+@given(
+    codes=st.lists(st.sampled_from([250, 251, 450, 452, 550, 553]), min_size=1, max_size=8),
+    lines=st.integers(1, 3),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+)
+def test_replies_cut_anywhere_give_the_same_results(
+    codes: list[int], lines: int, cuts: list[int]
+) -> None:
+    conn = ready(FULL)
+    recipients = [f"r{i}@y.test" for i in range(len(codes))]
+    conn.start_transaction("a@x.test", recipients)
+    text = [f"line {n}" for n in range(lines)]
+    wire = reply_bytes(250, *text)  # MAIL
+    for i, code in enumerate(codes):
+        wire += reply_bytes(code, *(f"{code // 100}.1.{i} {t}" for t in text))
+    accepted = any(c < 300 for c in codes)
+    wire += b"354 go\r\n" if accepted else b"503 5.5.1 no valid recipients\r\n"
+    bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
+    for a, b in itertools.pairwise(bounds):
+        if b > a:  # b"" would mean EOF
+            conn.receive_data(wire[a:b])
+    if accepted:
+        assert events(conn) == [SendBody()]
+        conn.send_body(b"x\r\n", last=True)
+        conn.receive_data(b"250 2.0.0 queued\r\n")
+    expected = [
+        (250, "2.0.0", "queued") if c < 300 else (c, f"{c // 100}.1.{i}", "\n".join(text))
+        for i, c in enumerate(codes)
+    ]
+    assert done(conn) == expected

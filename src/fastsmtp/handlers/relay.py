@@ -20,6 +20,7 @@ start and stop it with the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -101,7 +102,9 @@ class Relay(Handler):
     # --- lifecycle (called by Server.start / Server.close) ---------------------
     async def server_started(self, server: Server) -> None:
         """Learn our listening addresses (loop detection) and start delivering."""
-        self.router.set_listening(server.addresses + server.implicit_tls_addresses)
+        # A wildcard listener resolves our host name: not on the event loop.
+        listening = server.addresses + server.implicit_tls_addresses
+        await asyncio.to_thread(self.router.set_listening, listening)
         self.scheduler.start()
 
     async def server_stopping(self) -> None:

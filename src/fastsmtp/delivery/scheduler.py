@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -110,6 +111,7 @@ class Scheduler:
         self._local_hook = hook
         self._limit = asyncio.Semaphore(concurrency)
         self._inflight: set[tuple[str, str]] = set()
+        self._settling = threading.Lock()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,7 +154,8 @@ class Scheduler:
         if running is loop:
             wakeup.set()
         else:
-            loop.call_soon_threadsafe(wakeup.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wakeup.set)
 
     async def run_pending(self, rounds: int = 10) -> None:
         """Deliver what is due, and what that queues (bounces), waiting for all of it.
@@ -402,7 +405,15 @@ class Scheduler:
             self._settle(message.id)
 
     def _settle(self, queue_id: str) -> None:
-        """Report failures and due delay notices; remove the message once finished."""
+        """Report failures and due delay notices; remove the message once finished.
+
+        One at a time: two destinations of one message finishing together
+        must not both report the same failed recipient.
+        """
+        with self._settling:
+            self._settle_locked(queue_id)
+
+    def _settle_locked(self, queue_id: str) -> None:
         message = self.queue.get(queue_id)
         if message is None:
             return

@@ -332,3 +332,27 @@ def test_stopping_lets_a_delivery_in_progress_finish(
 
         run(relay, body)
     assert len(slow.envelopes) == 1
+
+
+def test_a_per_domain_smarthost_route_bypasses_mx(
+    tmp_path: Path, dnsmasq: StartDNS, mx_servers: StartMX, clock: Clock
+) -> None:
+    mx = mx_servers("127.0.0.2", "127.0.0.3")
+    route = f"b.test=127.0.0.3:{mx.port}"  # b.test has no DNS records at all
+    relay = make_relay(
+        tmp_path,
+        two_mx_dns(dnsmasq),
+        mx.port,
+        clock,
+        smarthost_routes=(route,),
+        smarthost_tls="none",
+    )
+
+    async def body() -> None:
+        enqueue(relay, clock, "bob@a.test", "carol@b.test")
+        await relay.scheduler.run_pending()
+        assert relay.queue.list() == []
+
+    run(relay, body)
+    assert [e.rcpt_tos for e in mx["127.0.0.2"].envelopes] == [["bob@a.test"]]
+    assert [e.rcpt_tos for e in mx["127.0.0.3"].envelopes] == [["carol@b.test"]]

@@ -122,7 +122,8 @@ class Settings:
         4 * 3600.0, "seconds undelivered before a DSN delay notice to the sender (0: never)"
     )
     max_received_headers: int = _setting(
-        100, "messages with more Received: headers are refused as looping (554 5.4.6)"
+        100,
+        "messages with more Received: headers (ours included) are refused as looping (554 5.4.6)",
     )
 
     # --- limits (RFC 5321 §4.5.3) ---

@@ -13,13 +13,17 @@ import os
 import random
 import selectors
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from cli.test_serve import serve
 from fastsmtp.delivery.queue import Queue
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -178,3 +182,65 @@ def test_kill_during_report_neither_loses_nor_doubles_a_bounce(tmp_path: Path) -
         if len(reported) == len(digests):
             break
     assert reported
+
+
+def test_kill_9_of_the_server_under_load_keeps_every_250(tmp_path: Path) -> None:
+    """`fastsmtp serve --queue-dir`, clients sending, SIGKILL at random moments.
+
+    Every message answered ``250 ... queued as ID`` is in the queue afterwards,
+    whole. The smarthost is a closed port, so mail stays queued (deferred)
+    while the scheduler works on it alongside the clients.
+    """
+    flags = [
+        "--queue-dir", str(tmp_path), "--local-domain", "here.test", "--sink",
+        "--smarthost", f"127.0.0.1:{closed_port()}", "--smarthost-tls", "none",
+        "--relay-network", "127.0.0.0/8", "--hostname", "mx.here.test",
+    ]  # fmt: skip
+    rng = random.Random(5321)
+    acknowledged: dict[str, bytes] = {}
+    for _ in range(6):
+        with serve(*flags) as (proc, _, address):
+            killer = threading.Timer(rng.uniform(0.2, 1.0), proc.send_signal, (signal.SIGKILL,))
+            killer.start()
+            try:
+                acknowledged.update(send_until_killed(address, rng, limit=300))
+            finally:
+                killer.join()  # the kill happens whatever the client saw
+                proc.wait(timeout=30)
+        with Queue(tmp_path) as queue:
+            assert os.listdir(tmp_path / "tmp") == []
+            assert set(os.listdir(tmp_path / "spool")) == {m.id for m in queue.list()}
+            for qid, body in acknowledged.items():
+                message = queue.get(qid)
+                assert message is not None, f"{qid} was acknowledged with 250 and is lost"
+                assert message.recipients[0].address == "bob@remote.test"
+                assert queue.content_path(qid).read_bytes().endswith(body)
+    assert len(acknowledged) >= 6
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def send_until_killed(address: tuple[str, int], rng: random.Random, limit: int) -> dict[str, bytes]:
+    """Send messages until the server dies; ``{queue id: body}`` of each 250 after DATA."""
+    acknowledged: dict[str, bytes] = {}
+    try:
+        with smtplib.SMTP(*address, timeout=30) as client:
+            client.ehlo("load.test")
+            for _ in range(limit):
+                text = os.urandom(rng.choice([100, 20000])).hex()
+                lines = [text[i : i + 76] for i in range(0, len(text), 76)]
+                body = ("Subject: load\r\n\r\n" + "\r\n".join(lines)).encode()
+                assert client.mail("alice@here.test")[0] == 250
+                assert client.rcpt("bob@remote.test")[0] == 250
+                code, reply = client.data(body)
+                assert code == 250, reply
+                acknowledged[reply.decode().rsplit(" ", 1)[1]] = body + b"\r\n"
+    except (smtplib.SMTPServerDisconnected, ConnectionError):
+        pass  # killed: whatever was not answered 250 may be lost
+    return acknowledged

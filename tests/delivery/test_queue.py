@@ -66,6 +66,22 @@ def test_enqueue_copies_a_file_in_chunks(queue: Queue) -> None:
     assert message is not None and message.size == len(big) and message.mail_from == ""
 
 
+class FailingFile(io.BytesIO):
+    """Content whose reading fails half-way, as a full disk or a vanished client would."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell():
+            raise OSError(28, "No space left on device")
+        return super().read(1000)
+
+
+def test_a_failed_enqueue_leaves_nothing_behind(queue: Queue) -> None:
+    with pytest.raises(OSError, match="No space"):
+        queue.enqueue("a@x.org", ["b@y.org"], FailingFile(b"x" * 5000))
+    assert queue.list() == []
+    assert os.listdir(queue.directory / "tmp") == os.listdir(queue.directory / "spool") == []
+
+
 def test_ids_are_unique_and_a_given_id_is_used_once(queue: Queue) -> None:
     ids = {queue.enqueue("a@x.org", ["b@y.org"], CONTENT) for _ in range(50)}
     assert len(ids) == 50

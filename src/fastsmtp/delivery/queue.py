@@ -24,8 +24,12 @@ Recipient state only moves forward: ``pending`` (never tried) and
 ``retry``, ``flush``, ``bounce``) takes a recipient out of them. Each
 change is one SQLite transaction, so a kill leaves every recipient either
 as it was or as recorded, and a delivered recipient is never due again.
-Only the unavoidable window of RFC 5321 §6.1 remains: a peer's ``250``
-received, the process killed before ``record`` commits it.
+Only the unavoidable window remains (RFC 1047; RFC 5321 §4.1.1.4 asks to
+keep it short): a peer's ``250`` received, the process killed before
+``record`` commits it; that recipient is tried again.
+
+Reports (bounces, delay notices) are queued by ``report`` in the same
+commit that marks their recipients as reported: never lost, never twice.
 
 Several processes may open one queue: the server's scheduler and the
 ``fastsmtp queue`` admin commands. SQLite serialises their writes

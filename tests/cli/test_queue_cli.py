@@ -199,3 +199,11 @@ def test_a_running_server_sees_flush_and_bounce(tmp_path: Path) -> None:
     assert (status["Action"], status["Status"]) == ("failed", "5.0.0")
     assert "administrator" in status["Diagnostic-Code"]
     assert parsed.get_payload()[2].get_payload()[0]["Subject"] == "stuck"
+
+
+def test_a_directory_that_is_not_a_queue_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "queue.db").write_bytes(b"this is not an SQLite database" * 100)
+    result = fastsmtp_queue(tmp_path, "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"fastsmtp: cannot open the queue in {tmp_path}: ")
+    assert "Traceback" not in result.stderr

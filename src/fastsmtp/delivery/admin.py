@@ -11,6 +11,7 @@ the index: nothing needs to be signalled.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from email.utils import formatdate
@@ -56,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.config} sets no queue_dir")
     now = time.time()
     qid: str = getattr(args, "id", "")
-    with Queue(directory) as queue:
+    try:
+        queue = Queue(directory)
+    except sqlite3.Error as exc:  # not a queue, or another format: say so, no traceback
+        print(f"fastsmtp: cannot open the queue in {directory}: {exc}", file=sys.stderr)
+        return 1
+    with queue:
         try:
             if args.action == "list":
                 print(_listing(queue.list()))

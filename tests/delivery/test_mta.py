@@ -123,6 +123,17 @@ def test_forwarding_refused_is_551(tmp_path: Path, dnsmasq: StartDNS) -> None:
     assert (code, text) == (551, b"5.1.6 User not local; forwarding refused")
 
 
+def test_no_open_relay_with_a_queue(tmp_path: Path, dnsmasq: StartDNS) -> None:
+    with (
+        mta(tmp_path, dnsmasq(), 2525, relay_networks=["192.0.2.0/24"]) as (address, _),
+        smtplib.SMTP(*address, timeout=10) as client,
+    ):
+        client.ehlo("client.test")
+        client.mail("spammer@elsewhere.test")
+        assert client.rcpt("victim@a.test") == (554, b"5.7.1 Relay access denied")
+        assert client.rcpt("carol@here.test")[0] == 250  # local mail is welcome
+
+
 @pytest.mark.parametrize("enabled", [False, True])
 def test_vrfy_and_expn_answer_from_the_aliases_only_when_enabled(
     tmp_path: Path, dnsmasq: StartDNS, enabled: bool

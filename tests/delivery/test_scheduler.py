@@ -356,3 +356,19 @@ def test_a_per_domain_smarthost_route_bypasses_mx(
     run(relay, body)
     assert [e.rcpt_tos for e in mx["127.0.0.2"].envelopes] == [["bob@a.test"]]
     assert [e.rcpt_tos for e in mx["127.0.0.3"].envelopes] == [["carol@b.test"]]
+
+
+def test_a_temporary_dns_failure_is_retried_not_bounced(
+    tmp_path: Path, dnsmasq: StartDNS, clock: Clock
+) -> None:
+    relay = make_relay(tmp_path, dnsmasq(), 2525, clock)  # REFUSED for example.org
+
+    async def body() -> None:
+        queue_id = enqueue(relay, clock, "bob@example.org")
+        await relay.scheduler.run_pending()
+        [rcpt] = relay.queue.get(queue_id).recipients  # type: ignore[union-attr]
+        assert (rcpt.status, rcpt.last_code, rcpt.last_enhanced) == ("deferred", 451, "4.4.3")
+        assert rcpt.next_attempt == clock() + 300
+
+    run(relay, body)
+    assert not (tmp_path / "Maildir" / "new").exists() or maildir_messages(tmp_path) == []

@@ -377,3 +377,17 @@ def test_bad_delivery_settings_are_clear_errors(
     assert result.returncode == 2, result.stderr
     assert error in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_queue_dir_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "queue"
+    not_a_dir.write_text("a file, not a directory\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fastsmtp", "serve", "--queue-dir", str(not_a_dir), *QUEUED],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot open the queue in queue_dir '{not_a_dir}'" in result.stderr
+    assert "Traceback" not in result.stderr

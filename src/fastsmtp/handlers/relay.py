@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -71,9 +72,7 @@ class Relay(Handler):
         if settings.aliases:
             from ..delivery.aliases import Aliases
 
-            self.aliases = Aliases.from_file(settings.aliases)
-        self.queue = Queue(settings.queue_dir)
-        self._closed = False
+            self.aliases = Aliases.from_file(settings.aliases, local_domains=settings.local_domains)
         routes = dict(route.split("=", 1) for route in settings.smarthost_routes)
         self.router = Router(
             self.policy,
@@ -90,6 +89,14 @@ class Relay(Handler):
             settings.delay_warning,
         )
         scheduler_options.setdefault("smarthost_options", smarthost_options(settings))
+        # Last: every setting above is checked before the queue is opened (and locked).
+        try:
+            self.queue = Queue(settings.queue_dir)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise ConfigError(
+                f"cannot open the queue in queue_dir {settings.queue_dir!r}: {exc}"
+            ) from None
+        self._closed = False
         self.scheduler = Scheduler(
             self.queue,
             self.router,

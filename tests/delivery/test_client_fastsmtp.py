@@ -63,9 +63,9 @@ def test_delivers_byte_exact_with_and_without_pipelining_and_chunking(
     with running(handler, pipelining=pipelining, chunking=chunking) as (host, port):
 
         async def main() -> list[str]:
-            client = await SMTPClient.connect(host, port, PLAIN)
-            results = await client.send("a@x.test", ["b@y.test", "c@y.test"], DOTTY)
-            await client.quit()
+            async with await SMTPClient.connect(host, port, PLAIN) as client:
+                results = await client.send("a@x.test", ["b@y.test", "c@y.test"], DOTTY)
+            assert client.closed
             return [r.status for r in results]
 
         assert run(main(), loop) == ["delivered", "delivered"]

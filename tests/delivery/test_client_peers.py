@@ -413,3 +413,18 @@ def test_a_server_that_stops_reading_mid_body_times_out_the_write() -> None:
     result, closed = run(main())
     assert closed
     assert (result.status, result.text) == ("deferred", R.REMOTE_TIMEOUT.text)
+
+
+def test_leaving_the_client_block_quits_or_on_error_just_closes() -> None:
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        async with MiniServer() as clean, MiniServer() as failing:
+            async with await SMTPClient.connect(*clean.address, PLAIN) as client:
+                await client.send("a@x.test", ["b@y.test"], DOTTY)
+            with pytest.raises(KeyError):
+                async with await SMTPClient.connect(*failing.address, PLAIN):
+                    raise KeyError("the caller's own error")
+            return clean.commands, failing.commands
+
+    clean, failing = run(main())
+    assert clean[-1] == b"QUIT\r\n"
+    assert failing == [b"EHLO client.test\r\n"]

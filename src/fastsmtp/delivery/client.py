@@ -2,9 +2,9 @@
 
 ::
 
-    client = await SMTPClient.connect("mx.example.net", 25, ClientOptions(helo_name="me.example"))
-    results = await client.send("a@me.example", ["b@example.net"], content)
-    await client.quit()
+    options = ClientOptions(helo_name="me.example")
+    async with await SMTPClient.connect("mx.example.net", 25, options) as client:
+        results = await client.send("a@me.example", ["b@example.net"], content)
 
 ``SMTPClient`` is a thin ``asyncio.Protocol`` around the sans-IO
 ``ClientConnection`` (public asyncio APIs only, so uvloop works; STARTTLS
@@ -253,6 +253,16 @@ class SMTPClient:
             await client.close()
             raise
         return client
+
+    async def __aenter__(self) -> SMTPClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """QUIT after a clean block, just close after an error."""
+        if kind is None:
+            await self.quit()
+        else:
+            await self.close()
 
     @property
     def closed(self) -> bool:

@@ -428,3 +428,13 @@ def test_leaving_the_client_block_quits_or_on_error_just_closes() -> None:
     clean, failing = run(main())
     assert clean[-1] == b"QUIT\r\n"
     assert failing == [b"EHLO client.test\r\n"]
+
+
+def test_a_connect_failure_carries_only_a_reply_the_server_gave() -> None:
+    async def main() -> None:
+        async with MiniServer(hangup="EHLO") as server:
+            await SMTPClient.connect(*server.address, PLAIN)
+
+    with pytest.raises(ConnectFailed) as failed:
+        run(main())
+    assert failed.value.temporary and failed.value.reply is None  # no reply came

@@ -15,7 +15,9 @@ authenticates when ``auth`` is set; anything that goes wrong there raises
 
 ``send`` never raises for what the server or the network does: every
 recipient gets a ``RecipientResult``. A message the server cannot take as
-it is (SIZE, SMTPUTF8, 8BITMIME) is refused before a byte is sent. A
+it is (SIZE, SMTPUTF8, 8BITMIME) is refused before a byte is sent (a file
+whose 8-bit content was not declared is caught as it streams, and the
+connection dropped before the message ends, so nothing is delivered). A
 timeout or a lost connection defers the unanswered recipients with 4.4.2;
 if the connection died after the message was sent in full but before its
 reply, the server may have it: the result is still *deferred* (RFC 5321
@@ -95,7 +97,8 @@ class ConnectFailed(Exception):
     def __init__(self, message: str, *, temporary: bool, reply: ServerReply | None = None) -> None:
         super().__init__(message)
         self.temporary = temporary
-        self.reply = reply
+        # The client's own stand-ins (a lost connection, a timeout) are not replies.
+        self.reply = reply if reply is not None and not reply.local else None
 
 
 @dataclass(frozen=True)

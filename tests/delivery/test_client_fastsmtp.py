@@ -379,3 +379,27 @@ def test_server_name_is_what_tls_verifies_and_results_report(
         assert run(main("localhost")) == "localhost"
         with pytest.raises(ConnectFailed, match=r"(?i)certificate"):
             run(main("mx.elsewhere.test"))
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+def test_a_size_the_client_could_not_know_is_refused_by_the_server(chunking: bool) -> None:
+    # A stream without a file descriptor has no known size, so no SIZE check
+    # before sending: the server refuses it (mid-BDAT or after DATA), and the
+    # connection stays usable.
+    handler = Collect()
+    with running(handler, max_message_size=100_000, chunking=chunking) as (host, port):
+
+        async def main() -> list[tuple[int, str | None, str | None]]:
+            client = await SMTPClient.connect(host, port, PLAIN)
+            big = io.BytesIO(b"0123456789abcdef\r\n" * 20_000)  # 360 kB, many chunks
+            results = await client.send("a@x.test", ["b@y.test", "c@y.test"], big)
+            results += await client.send("a@x.test", ["d@y.test"], b"small\r\n")
+            await client.quit()
+            return [(r.code, r.enhanced, r.remote_host) for r in results]
+
+        assert run(main()) == [
+            (552, "5.3.4", "127.0.0.1"),
+            (552, "5.3.4", "127.0.0.1"),
+            (250, "2.0.0", "127.0.0.1"),
+        ]
+    assert [e.rcpt_tos for e in handler.wait_for(1)] == [["d@y.test"]]

@@ -44,9 +44,9 @@ class MiniServer:
     reply, ``final`` to its reply after the data (LMTP: one per recipient;
     SMTP: the first recipient's, or 250). ``hangup`` / ``silent`` name the
     step (a command verb such as ``"EHLO"`` or ``"RCPT"``, or ``"."`` for the
-    end of the data) at which the server closes the connection / stops answering. ``credentials`` are the
-    (user, password) that AUTH accepts. What the client did is kept in
-    ``commands``, ``messages`` and ``logins``.
+    end of the data) at which the server closes the connection / stops
+    answering. ``credentials`` are the (user, password) that AUTH accepts.
+    What the client did is kept in ``commands``, ``messages`` and ``logins``.
     """
 
     def __init__(

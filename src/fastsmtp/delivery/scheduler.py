@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..handler import bind_hooks
 from ..protocol import replies as R
@@ -310,7 +310,11 @@ class Scheduler:
     ) -> Batch:
         """Send ``batch`` over one connection to ``target``; return what to try on the next."""
         try:
-            client = await SMTPClient.connect(target.address, target.port, options)
+            # By address (our resolver found it), named for TLS and for the results.
+            named = target.name != target.address and not target.name.startswith("[")
+            client = await SMTPClient.connect(
+                target.address, target.port, options, server_name=target.name if named else None
+            )
         except (ConnectFailed, OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("delivery: %s[%s]:%d: %s", target.name, target.address, target.port, exc)
             said = exc.reply if isinstance(exc, ConnectFailed) else None
@@ -329,8 +333,6 @@ class Scheduler:
                 results = await self._send(client, message, rcpts)
                 deferred = []
                 for r, result in zip(rcpts, results, strict=True):
-                    if result.remote_host is not None:  # we connected by address: name it
-                        result = replace(result, remote_host=target.name)
                     outcomes[message.id, r.address] = result
                     if result.status == "deferred":
                         deferred.append(r)

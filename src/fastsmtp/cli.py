@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every setting with its TOML key, CLI flag and default",
         description="Print the settings reference as a Markdown table.",
     )
+    from .delivery import admin
+
+    admin.add_parser(commands)
     return parser
 
 
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "passwd":
             return _passwd(args)
+        if args.command == "queue":
+            from .delivery import admin
+
+            return admin.run(args)
         print(settings_table())
         return 0
     except ConfigError as exc:

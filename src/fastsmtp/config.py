@@ -91,6 +91,59 @@ class Settings:
     sink: bool = _setting(False, "accept and discard every message")
     print: bool = _setting(False, "write every message to standard output")
 
+    # --- outbound delivery: queue, routing, retries (RFC 5321 §4.5.4, §5) ---
+    queue_dir: str | None = _setting(
+        None,
+        "durable outbound queue directory; with it, accepted mail is queued, local-domain "
+        "mail goes to the local handler and the rest by MX or smarthost",
+    )
+    aliases: str | None = _setting(None, "aliases(5) file: forwarding and lists (with queue_dir)")
+    forwarding: str = _setting(
+        "accept",
+        "RCPT of an alias that forwards off this host: accept (250), announce "
+        "(251 User not local) or refuse (551 5.1.6)",
+    )
+    vrfy_expn: bool = _setting(
+        False, "answer VRFY and EXPN from the aliases (off: 252 and 502, for privacy)"
+    )
+    smarthost: str | None = _setting(
+        None, "relay all non-local mail through this HOST:PORT instead of MX delivery"
+    )
+    smarthost_routes: tuple[str, ...] = _setting(
+        (),
+        "DOMAIN=HOST:PORT: relay one recipient domain through that host (repeatable)",
+        flag="smarthost_route",
+    )
+    smarthost_auth_file: str | None = _setting(
+        None, "file holding USER:PASSWORD for AUTH at the smarthost (keep it mode 0600)"
+    )
+    smarthost_tls: str = _setting(
+        "required", "STARTTLS to the smarthost: required, opportunistic or none"
+    )
+    smarthost_ca_file: str | None = _setting(
+        None, "PEM CA certificates to verify the smarthost with (default: the system's)"
+    )
+    dns_servers: tuple[str, ...] = _setting(
+        (),
+        "DNS server for MX lookups as IP:PORT (repeatable; default: the system resolver)",
+        flag="dns_server",
+    )
+    delivery_port: int = _setting(25, "TCP port that outbound MX delivery connects to")
+    retry_first: float = _setting(
+        300.0, "seconds before the first retry of a deferred recipient (doubles each time)"
+    )
+    retry_max: float = _setting(4000.0, "longest wait between two retries, in seconds")
+    queue_lifetime: float = _setting(
+        5 * 86400.0, "seconds a recipient may stay undeliverable before it bounces"
+    )
+    delay_warning: float = _setting(
+        4 * 3600.0, "seconds undelivered before a DSN delay notice to the sender (0: never)"
+    )
+    max_received_headers: int = _setting(
+        100,
+        "messages with more Received: headers (ours included) are refused as looping (554 5.4.6)",
+    )
+
     # --- limits (RFC 5321 §4.5.3) ---
     max_message_size: int = _setting(
         32 * 1024 * 1024, "largest message accepted, in octets (advertised by SIZE)"
@@ -201,6 +254,8 @@ class Settings:
             parse_hostport(spec, setting="implicit_tls_listen")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
+        if self.queue_dir:
+            _check_delivery(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: Settings | None = None) -> Settings:
@@ -253,6 +308,42 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
     if not isinstance(value, expected) or (text != "bool" and isinstance(value, bool)):
         raise ConfigError(f"{name} must be {text}, not {value!r}")
     return float(value) if text == "float" else value  # type: ignore[arg-type]
+
+
+def _check_delivery(settings: Settings) -> None:
+    """The delivery settings make sense together (only checked with a queue_dir)."""
+    if not settings.local_domains:
+        raise ConfigError(
+            "queue_dir needs local_domains (at least one, e.g. your own domain or "
+            "'localhost'): without them every recipient would be relayed"
+        )
+    if settings.handler_name() is None:
+        raise ConfigError(
+            "queue_dir needs a local handler for local_domains: maildir, mbox, sink or print"
+        )
+    if settings.workers > 1:
+        raise ConfigError("queue_dir works with one process: set workers = 1")
+    if settings.forwarding not in ("accept", "announce", "refuse"):
+        raise ConfigError(
+            f"forwarding must be accept, announce or refuse, not {settings.forwarding!r}"
+        )
+    if settings.smarthost_tls not in ("required", "opportunistic", "none"):
+        raise ConfigError(
+            f"smarthost_tls must be required, opportunistic or none, not {settings.smarthost_tls!r}"
+        )
+    if settings.smarthost:
+        parse_hostport(settings.smarthost, setting="smarthost")
+    for route in settings.smarthost_routes:
+        domain, sep, target = route.partition("=")
+        if not sep or not domain:
+            raise ConfigError(f"smarthost_routes needs DOMAIN=HOST:PORT, not {route!r}")
+        parse_hostport(target, setting="smarthost_routes")
+    if not 0 < settings.delivery_port < 65536:
+        raise ConfigError(f"delivery_port must be a TCP port, not {settings.delivery_port}")
+    if min(settings.retry_first, settings.retry_max, settings.queue_lifetime) <= 0:
+        raise ConfigError("retry_first, retry_max and queue_lifetime must be positive seconds")
+    if settings.delay_warning < 0 or settings.max_received_headers < 1:
+        raise ConfigError("delay_warning must be >= 0 and max_received_headers >= 1")
 
 
 def parse_hostport(spec: str, *, setting: str) -> tuple[str, int]:

@@ -36,7 +36,6 @@ from .protocol.events import (
     BodyChunk,
     Closed,
     DataStarted,
-    Event,
     Expand,
     Hello,
     MailFrom,
@@ -333,8 +332,13 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         rcpt = Address(event.address, event.options, event.dsn)
         return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
 
-    def _on_default(self, event: Event) -> None:
-        self.conn.respond()
+    def _on_query(self, event: Verify | Expand) -> Awaitable[None] | None:
+        """VRFY/EXPN: the handler's on_vrfy/on_expn, else the defaults (252/502)."""
+        name = "on_vrfy" if isinstance(event, Verify) else "on_expn"
+        if name not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide(name, self.conn.session, event.argument)
 
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
         """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
@@ -457,6 +461,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         plain = self.transport
         context = self.server.tls_context
         assert plain is not None and context is not None
+        # A client may send EHLO with the handshake's last flight: asyncio hands
+        # it over before start_tls() returns, i.e. before tls_started(). Those
+        # bytes came through TLS (plaintext ones were dropped at STARTTLS): keep them.
+        early: list[bytes] = []
+        self._gate = lambda data: early.append(bytes(data))
         try:
             secure = await self._loop.start_tls(
                 plain,
@@ -467,12 +476,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("%s: TLS handshake failed: %s", self.conn.session.id, exc)
+            self._gate = None
             plain.abort()
             self.connection_lost(exc)
             return
         assert secure is not None
         self.transport = secure
+        self._gate = None
         self.conn.tls_started()
+        for chunk in early:
+            self.conn.receive_data(chunk)
         ssl_object = secure.get_extra_info("ssl_object")
         log.debug(
             "%s: TLS started: %s %s",
@@ -653,8 +666,8 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     Hello: SMTPProtocol._on_hello,
     MailFrom: SMTPProtocol._on_mail,
     RcptTo: SMTPProtocol._on_rcpt,
-    Verify: SMTPProtocol._on_default,
-    Expand: SMTPProtocol._on_default,
+    Verify: SMTPProtocol._on_query,
+    Expand: SMTPProtocol._on_query,
     DataStarted: SMTPProtocol._on_data,
     BodyChunk: SMTPProtocol._on_body,
     MessageEnd: SMTPProtocol._on_message,

@@ -41,6 +41,9 @@ class Handler:
                                                                      the abandoned envelope)
         on_disconnect(session)                    -> None
 
+    and at any time ``on_vrfy(session, argument)`` / ``on_expn(session,
+    argument)`` -> Reply | None for VRFY and EXPN (None: 252 / 502).
+
     ``on_mail`` and ``on_rcpt`` run before the address is added to the
     envelope: the envelope shows what was accepted so far. A 250 reply to
     DATA is sent only after ``on_message`` returns, so a handler that
@@ -78,6 +81,8 @@ HOOKS = (
     "on_message",
     "on_reset",
     "on_disconnect",
+    "on_vrfy",
+    "on_expn",
 )
 
 HookCall = Callable[..., Awaitable[Any]]

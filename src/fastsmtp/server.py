@@ -161,6 +161,9 @@ class Server:
             log.info("listening on %s:%d as %s", address[0], address[1], self.settings.hostname)
         for address in self.implicit_tls_addresses:
             log.info("listening with implicit TLS on %s:%d", address[0], address[1])
+        started = getattr(self.handler, "server_started", None)  # e.g. the Relay's scheduler
+        if started is not None:
+            await started(self)
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Start listening and serve until cancelled; then close gracefully."""
@@ -198,6 +201,9 @@ class Server:
             _remove_socket(path)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        stopping = getattr(self.handler, "server_stopping", None)
+        if stopping is not None:
+            await stopping()
 
     # --- used by the connections ------------------------------------------
     def _register(self, protocol: SMTPProtocol) -> None:

@@ -66,7 +66,28 @@ class Session:
     transactions: int = 0
 
 
-@dataclass(slots=True)
+class _Content:
+    """``Envelope.content``: bytes, read from the spool file the first time it is asked for.
+
+    A descriptor rather than a property so that ``content`` stays an
+    ``Envelope(...)`` keyword (a dataclass takes a descriptor as a field).
+    """
+
+    def __get__(self, envelope: Envelope | None, owner: type | None = None) -> bytes | None:
+        if envelope is None:  # the dataclass asks for the field's default
+            return None
+        loaded: bytes | None = envelope.__dict__.get("_content")
+        if loaded is None and envelope.body is not None:
+            loaded = envelope.__dict__["_content"] = envelope.body.read()
+        return loaded
+
+    def __set__(self, envelope: Envelope, value: bytes | None) -> None:
+        # ``Envelope()`` without content passes the field's default: this object.
+        envelope.__dict__["_content"] = None if isinstance(value, _Content) else value
+
+
+# No slots: ``content`` is a descriptor, kept in the instance dict.
+@dataclass
 class Envelope:
     """One mail transaction: sender, recipients and, after DATA, content.
 
@@ -91,7 +112,7 @@ class Envelope:
     rcpt_options: list[dict[str, str | None]] = field(default_factory=list)
     smtputf8: bool = False
     body_type: str | None = None
-    _content: bytes | None = field(default=None, repr=False)
+    content: _Content = field(default=_Content(), repr=False)
     queue_id: str | None = None
     #: DSN (RFC 3461 §4.3, §4.4): RET (``"FULL"``/``"HDRS"``) and ENVID from MAIL
     dsn_ret: str | None = None
@@ -103,23 +124,13 @@ class Envelope:
     #: what ``on_data_start`` returned, when it took the body itself
     sink: BodySink | None = field(default=None, repr=False)
 
-    @property
-    def content(self) -> bytes | None:
-        """The message as bytes (a spooled one is read into memory, see the class doc)."""
-        if self._content is None and self.body is not None:
-            self._content = self.body.read()
-        return self._content
-
-    @content.setter
-    def content(self, value: bytes | None) -> None:
-        self._content = value
-
     def open_content(self) -> BinaryIO:
         """The message as a binary file at its start, without loading a spooled one.
 
         Close it after use. Inside ``on_message`` (where a spool file
         still exists) or for a message kept in memory.
         """
-        if self._content is None and self.body is not None:
+        loaded = self.__dict__.get("_content")
+        if loaded is None and self.body is not None:
             return self.body.open()
-        return io.BytesIO(self._content or b"")
+        return io.BytesIO(loaded or b"")

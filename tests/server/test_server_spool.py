@@ -257,7 +257,7 @@ def test_maildir_and_mbox_store_a_spooled_message_without_loading_it(
     class Watch(Handler):
         def on_message(self, session: Session, envelope: Envelope) -> Any:
             result = store.on_message(session, envelope)
-            loaded.append(envelope._content is not None)
+            loaded.append(envelope.__dict__.get("_content") is not None)
             return result
 
     raw = client(serve(Watch(), **spool_settings(spool)))

@@ -11,6 +11,7 @@ what the server says can be read (and changed) here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -243,3 +244,64 @@ DATA_BARE_LINE_ENDING = Reply(
 HANDLER_ERROR = Reply(451, "4.3.0", "Error: local error in processing, try again later")
 # A greeting may only be 220, 421 or 554 (RFC 5321 §4.3.2).
 HANDLER_ERROR_AT_CONNECT = Reply(421, "4.3.0", "Error: local error, try again later")
+
+
+# --- delivery: routing, forwarding, loops (what the queue records and bounces report) --
+# RFC 5321 §3.4: a server may say it forwards, or refuse to.
+def will_forward(targets: str) -> Reply:
+    """251 to RCPT of an alias that forwards off this host (when told to say so)."""
+    return Reply(251, "2.1.5", f"User not local; will forward to <{targets}>")
+
+
+FORWARDING_REFUSED = Reply(551, "5.1.6", "User not local; forwarding refused")
+# RFC 5321 §6.3: a message with too many trace headers is looping.
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Error: too many hops (Received: headers), mail loop?")
+# RFC 5321 §5.1: the best MX is this host itself.
+MX_LOOP = Reply(554, "5.4.6", "Error: mail for this domain loops back to myself")
+NULL_MX = Reply(556, "5.1.10", "Recipient domain does not accept mail (Null MX, RFC 7505)")
+NO_SUCH_DOMAIN = Reply(550, "5.1.2", "Recipient domain does not exist")
+NO_MAIL_HOST = Reply(550, "5.4.4", "Recipient domain has no mail server address")
+DNS_TEMPORARY = Reply(451, "4.4.3", "Temporary DNS failure looking up the recipient domain")
+
+# --- the outbound client's own verdicts (protocol/client.py) ----------------
+# A recipient gets one of these when the client decides without the server's
+# word: the message cannot go to this server as it is, or the connection ended.
+
+
+def remote_size_exceeded(size: int, limit: int) -> Reply:
+    """552 before MAIL: the server declared a smaller SIZE limit (RFC 1870 §6)."""
+    return Reply(
+        552, "5.3.4", f"message size {size} exceeds the limit {limit} the server declared (SIZE)"
+    )
+
+
+# RFC 6531 §3.5: no downgrade of an internationalised message.
+REMOTE_NEEDS_SMTPUTF8 = Reply(
+    553, "5.6.7", "message needs SMTPUTF8 (RFC 6531) and the server does not offer it"
+)
+# RFC 6152 §3: 8-bit content is never sent to a server without 8BITMIME.
+REMOTE_NEEDS_8BITMIME = Reply(
+    554, "5.6.3", "message has 8-bit content and the server does not offer 8BITMIME"
+)
+REMOTE_NEEDS_BINARYMIME = Reply(
+    554, "5.6.3", "message is BINARYMIME and the server does not offer BINARYMIME with CHUNKING"
+)
+REMOTE_CONNECTION_LOST = Reply(421, "4.4.2", "connection lost before the server answered")
+REMOTE_TIMEOUT = Reply(421, "4.4.2", "timeout waiting for the server")
+REMOTE_MALFORMED_REPLY = Reply(421, "4.5.0", "the server sent a malformed or oversized reply")
+# RFC 5321 §4.1.1.4, RFC 1047: the message was sent in full but its reply never came.
+DELIVERY_UNCERTAIN = Reply(
+    421,
+    "4.4.2",
+    "connection lost after the message was sent, before the server confirmed it; "
+    "a retry may deliver it twice (RFC 1047)",
+)
+# What the scheduler records when no server answered for a recipient.
+CONNECT_FAILED = Reply(451, "4.4.1", "No answer from the destination host")
+DELIVERY_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
+NOT_A_LIST = Reply(550, "5.1.1", "Not a mailing list or alias")
+
+
+def expansion(addresses: Sequence[str]) -> Reply:
+    """250 to VRFY/EXPN of an alias: one address per line (RFC 5321 §3.5.1, §3.5.2)."""
+    return Reply(250, "2.1.5", "\n".join(f"<{a}>" for a in addresses))

@@ -84,22 +84,24 @@ def test_per_recipient_results_come_back_through_an_lmtp_front(
 
 def test_smtp_front_gets_one_reply_when_the_back_agrees_and_451_when_it_does_not() -> None:
     back = Mailboxes()
-    with running(back, lmtp=True) as (host, port):
-        with running(LMTPForward(f"{host}:{port}")) as (fhost, fport):
-            with smtplib.SMTP(fhost, fport, timeout=20) as smtp:
-                assert smtp.sendmail("a@example.org", ["one@example.com"], MESSAGE) == {}
-                # SMTP has one reply after DATA: accepted for one, refused for another
-                # cannot be said, so the client is told to retry (nothing is lost).
-                with pytest.raises(smtplib.SMTPDataError) as refused:
-                    smtp.sendmail("a@example.org", ["one@example.com", "full@example.com"], MESSAGE)
-                assert refused.value.smtp_code == 451
-                # All refused alike: the back's reply goes through.
-                with pytest.raises(smtplib.SMTPDataError) as refused:
-                    smtp.sendmail("a@example.org", ["full@example.com"], MESSAGE)
-                assert (refused.value.smtp_code, refused.value.smtp_error) == (
-                    452,
-                    b"4.2.2 Mailbox full",
-                )
+    with (
+        running(back, lmtp=True) as (host, port),
+        running(LMTPForward(f"{host}:{port}")) as (fhost, fport),
+        smtplib.SMTP(fhost, fport, timeout=20) as smtp,
+    ):
+        assert smtp.sendmail("a@example.org", ["one@example.com"], MESSAGE) == {}
+        # SMTP has one reply after DATA: accepted for one, refused for another
+        # cannot be said, so the client is told to retry (nothing is lost).
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("a@example.org", ["one@example.com", "full@example.com"], MESSAGE)
+        assert refused.value.smtp_code == 451
+        # All refused alike: the back's reply goes through.
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("a@example.org", ["full@example.com"], MESSAGE)
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            452,
+            b"4.2.2 Mailbox full",
+        )
     assert [e.rcpt_tos for e in back.envelopes] == [
         ["one@example.com"],
         ["one@example.com", "full@example.com"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fastsmtp.config import ConfigError
 from fastsmtp.handlers.pipe import Pipe
 from fastsmtp.testing import running
 
@@ -102,5 +103,5 @@ def test_per_recipient_runs_once_each_and_answers_each_over_lmtp(tmp_path: Path)
 
 
 def test_empty_command_is_refused() -> None:
-    with pytest.raises(ValueError, match="non-empty argv"):
+    with pytest.raises(ConfigError, match="non-empty argv"):
         Pipe([])

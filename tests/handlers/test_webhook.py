@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fastsmtp.config import ConfigError
 from fastsmtp.handlers.webhook import Webhook
 from fastsmtp.testing import running
 
@@ -142,5 +143,5 @@ def test_https_verifies_the_certificate(
 
 
 def test_url_must_be_http() -> None:
-    with pytest.raises(ValueError, match="http:// or https://"):
+    with pytest.raises(ConfigError, match="http:// or https://"):
         Webhook("ftp://example.com/")

@@ -81,7 +81,9 @@ class LMTPForward(Handler):
             else:
                 client = await SMTPClient.connect(self._host, self._port, self._options)
         except ConnectFailed as exc:
-            log.warning("%s: LMTP to %s: %s (451, retry later)", envelope.queue_id, self.target, exc)
+            log.warning(
+                "%s: LMTP to %s: %s (451, retry later)", envelope.queue_id, self.target, exc
+            )
             return [R.CONNECT_FAILED] * len(envelope.rcpt_tos)
         async with client:
             with envelope.open_content() as content:

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from ..config import ConfigError
 from ..handler import Handler
 from ..protocol import replies as R
 from ..protocol.replies import Reply
@@ -73,7 +74,7 @@ class Pipe(Handler):
         self, argv: Sequence[str], *, timeout: float = 300.0, per_recipient: bool = False
     ) -> None:
         if not argv:
-            raise ValueError("Pipe needs a command (a non-empty argv)")
+            raise ConfigError("pipe needs a command (a non-empty argv)")
         self.argv = list(argv)
         self.timeout = timeout
         self.per_recipient = per_recipient

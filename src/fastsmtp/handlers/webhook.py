@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import BinaryIO
 
+from ..config import ConfigError
 from ..handler import Handler
 from ..protocol import replies as R
 from ..protocol.replies import Reply
@@ -65,7 +66,7 @@ class Webhook(Handler):
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http:// or https://, not {url!r}")
+            raise ConfigError(f"webhook URL must be http:// or https://, not {url!r}")
         self.url = url
         self.timeout = timeout
         self.headers = dict(headers or {})

@@ -109,8 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.handler_name() is None:
         raise ConfigError(
-            "choose where mail goes: --maildir DIR, --mbox FILE, --sink, --print, "
-            "--lmtp-forward TARGET, --webhook URL or --pipe COMMAND"
+            "choose where mail goes: --maildir DIR, --mbox FILE, --sink or --print, or a "
+            "gateway: --lmtp-forward TARGET, --webhook URL or --pipe COMMAND"
         )
     if settings.workers > 1:
         from .workers import run_workers

@@ -145,3 +145,16 @@ def test_https_verifies_the_certificate(
 def test_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="http:// or https://"):
         Webhook("ftp://example.com/")
+
+
+def test_utf8_addresses_go_as_utf8_octets() -> None:
+    with (
+        Hook() as hook,
+        running(Webhook(hook.url)) as (host, port),
+        smtplib.SMTP(host, port, timeout=30) as smtp,
+    ):
+        smtp.sendmail("jösé@example.org", ["zoë@example.com"], MESSAGE, ["SMTPUTF8"])
+    [(headers, _, _)] = hook.requests
+    # http.server decodes header octets as Latin-1: undo that to see the UTF-8.
+    assert headers["X-Mail-From"].encode("latin-1").decode() == "jösé@example.org"
+    assert headers["X-Rcpt-To"].encode("latin-1").decode() == "<zoë@example.com>"

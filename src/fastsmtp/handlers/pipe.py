@@ -45,22 +45,23 @@ class Pipe(Handler):
 
     The exit status decides, like sendmail and Postfix (sysexits.h):
 
-    ====================================== ===========================
-    0                                      delivered (``None``)
-    75 EX_TEMPFAIL, 71 EX_OSERR, 74 EX_IOERR ``451 4.3.0`` (retry)
-    67 EX_NOUSER                           ``550 5.1.1``
-    68 EX_NOHOST                           ``550 5.1.2``
-    65 EX_DATAERR                          ``554 5.6.0``
-    73 EX_CANTCREAT                        ``550 5.2.0``
-    77 EX_NOPERM                           ``550 5.7.0``
-    76 EX_PROTOCOL                         ``554 5.5.0``
-    78 EX_CONFIG                           ``554 5.3.5``
-    64, 66, 69, 70, 72 (usage, noinput,    ``554 5.3.0``
-    unavailable, software, osfile)
-    any other status, a signal             ``451 4.3.0`` (retry)
-    the timeout                            ``451 4.3.0`` (retry)
-    the command cannot be started          ``451 4.3.0`` (retry)
-    ====================================== ===========================
+    ================================================ =====================
+    exit status                                      reply
+    ================================================ =====================
+    0                                                delivered (``None``)
+    75 EX_TEMPFAIL, 71 EX_OSERR, 74 EX_IOERR         ``451 4.3.0`` (retry)
+    67 EX_NOUSER                                     ``550 5.1.1``
+    68 EX_NOHOST                                     ``550 5.1.2``
+    65 EX_DATAERR                                    ``554 5.6.0``
+    73 EX_CANTCREAT                                  ``550 5.2.0``
+    77 EX_NOPERM                                     ``550 5.7.0``
+    76 EX_PROTOCOL                                   ``554 5.5.0``
+    78 EX_CONFIG                                     ``554 5.3.5``
+    64, 66, 69, 70, 72 (other sysexits codes)        ``554 5.3.0``
+    any other status, a signal                       ``451 4.3.0`` (retry)
+    the timeout                                      ``451 4.3.0`` (retry)
+    the command cannot be started                    ``451 4.3.0`` (retry)
+    ================================================ =====================
 
     Unknown statuses are temporary on purpose: a script that dies with 1
     should not bounce mail. ``per_recipient=True`` runs the command once per

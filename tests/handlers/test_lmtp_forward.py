@@ -6,6 +6,7 @@ import logging
 import smtplib
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,108 @@ def test_smtp_front_gets_one_reply_when_the_back_agrees_and_451_when_it_does_not
         ["one@example.com", "full@example.com"],
         ["full@example.com"],
     ]
+
+
+class Tracking(Collect):
+    """A back end that notes each connection that ends (and how: with QUIT or not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: list[str] = []
+        self.all_ended = threading.Event()
+
+    async def on_disconnect(self, session: Session) -> None:
+        self.ended.append(session.id)
+        if len(self.ended) == len({s.id for s in self.sessions}):
+            self.all_ended.set()
+
+
+def send_each(front: tuple[str, int], count: int) -> None:
+    """``count`` messages, each in its own SMTP session to the front (each a new on_message)."""
+    for n in range(count):
+        with smtplib.SMTP(*front, timeout=20) as smtp:
+            smtp.sendmail("a@example.org", [f"r{n}@example.com"], MESSAGE)
+
+
+def test_one_connection_carries_several_messages_and_quits_when_the_front_stops() -> None:
+    back = Tracking()
+    with running(back, lmtp=True) as (host, port):
+        with running(LMTPForward(f"{host}:{port}")) as front:
+            send_each(front, 3)
+            assert back.ended == []  # still open, for the next message
+        # The front stopped: its server_stopping said QUIT.
+        assert back.all_ended.wait(10)
+    assert [e.rcpt_tos for e in back.envelopes] == [[f"r{n}@example.com"] for n in range(3)]
+    assert len({s.id for s in back.sessions}) == 1
+
+
+def test_a_connection_the_server_closed_is_replaced_without_losing_mail(sock_dir: Path) -> None:
+    path = sock_dir / "lmtp"
+    first, second = Tracking(), Tracking()
+    forward = LMTPForward(f"unix:{path}")
+    with running(forward, lmtp=True) as front:
+        with running(first, lmtp=True, listen=[f"unix:{path}"]):
+            assert [code for code, _ in lmtp_transaction(*front, ["one@example.com"])] == [250]
+        # The LMTP server restarted: the kept connection got its 421 and was closed.
+        assert first.all_ended.wait(10)
+        with running(second, lmtp=True, listen=[f"unix:{path}"]):
+            replies = lmtp_transaction(*front, ["two@example.com"])
+    assert [code for code, _ in replies] == [250]
+    assert [e.rcpt_tos for e in first.envelopes + second.envelopes] == [
+        ["one@example.com"],
+        ["two@example.com"],
+    ]
+
+
+class HangUpOnSecondMail:
+    """A scripted LMTP server (no PIPELINING): the first connection takes one message and hangs
+    up at the next MAIL, as a server closing an idle connection would at that moment; the
+    second connection takes everything. Records the messages' recipients."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.delivered: list[list[str]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(20)
+        for connection in range(2):
+            sock, _ = self.listener.accept()
+            with sock, sock.makefile("rb") as lines:
+                sock.sendall(b"220 scripted LMTP\r\n")
+                mails, rcpts = 0, []
+                for line in lines:
+                    verb = line[:4].upper()
+                    if verb == b"MAIL":
+                        mails += 1
+                        if connection == 0 and mails == 2:
+                            break  # hang up without a word
+                    if verb == b"RCPT":
+                        rcpts.append(line[9:].strip(b"<>\r\n").decode())
+                    if verb == b"DATA":
+                        sock.sendall(b"354 go on\r\n")
+                        while next(lines) != b".\r\n":
+                            pass
+                        self.delivered.append(rcpts)
+                        sock.sendall(b"250 2.0.0 saved\r\n" * len(rcpts))
+                        rcpts = []
+                    elif verb == b"QUIT":
+                        sock.sendall(b"221 bye\r\n")
+                        break
+                    else:
+                        sock.sendall(b"250 ok\r\n")
+        self.listener.close()
+
+
+def test_a_hang_up_at_the_next_message_reconnects_and_delivers_once() -> None:
+    back = HangUpOnSecondMail()
+    with running(LMTPForward(f"127.0.0.1:{back.port}"), lmtp=True) as front:
+        for rcpt in ("one@example.com", "two@example.com"):
+            assert [code for code, _ in lmtp_transaction(*front, [rcpt])] == [250]
+    back.thread.join(10)
+    assert back.delivered == [["one@example.com"], ["two@example.com"]]
 
 
 def _closed_port() -> int:

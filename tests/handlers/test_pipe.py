@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import smtplib
 import time
 from pathlib import Path
@@ -79,6 +81,18 @@ def test_a_command_that_outlives_its_timeout_is_killed_with_its_children(
     assert any(
         "killed after 1s" in r.getMessage() and "started" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_background_child_does_not_hold_up_the_answer(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    pipe = Pipe([SH, "-c", f"cat >/dev/null; sleep 60 & echo $! > {pidfile}; exit 0"], timeout=30)
+    began = time.monotonic()
+    try:
+        sendmail(pipe, ["a@example.com"])  # 250: the command itself exited 0
+        assert time.monotonic() - began < 20
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_a_missing_command_is_temporary(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: octets of the command's output kept for the reply and the log
 _OUTPUT_KEPT = 200
+#: octets of its output read to find the first non-empty line
+_OUTPUT_READ = 4096
 
 
 class Pipe(Handler):
@@ -122,33 +125,38 @@ class Pipe(Handler):
         """Run the command on ``content``; ``(exit status or None on timeout, output line)``.
 
         A real file is given to the command as its standard input directly;
-        an in-memory message is written to it by ``communicate``. When the
-        command itself exited in time but something it started still holds
-        its output open at the timeout, its status stands.
+        an in-memory message is written to it by ``communicate``. Its output
+        goes to a temporary file, not a pipe: a chatty command costs no
+        memory, and something it left running in the background does not
+        hold up the answer.
         """
         data: bytes | None = None
         try:
             stdin: int = content.fileno()
         except (OSError, ValueError):  # io.UnsupportedOperation: bytes in memory
             stdin, data = subprocess.PIPE, content.read()
-        with subprocess.Popen(
-            self.argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group, killed whole on timeout
-        ) as process:
+        with (
+            tempfile.TemporaryFile() as output,
+            subprocess.Popen(
+                self.argv,
+                stdin=stdin,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, killed whole on timeout
+            ) as process,
+        ):
+            status: int | None
             try:
-                output, _ = process.communicate(data, timeout=self.timeout)
+                process.communicate(data, timeout=self.timeout)
+                status = process.returncode
             except subprocess.TimeoutExpired:
-                exited = process.poll() is not None
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                output, _ = process.communicate()
-                if not exited:
-                    return None, _first_line(output)
-        return process.returncode, _first_line(output)
+                process.wait()
+                status = None
+            output.seek(0)
+            return status, _first_line(output.read(_OUTPUT_READ))
 
 
 def _first_line(output: bytes) -> str:

@@ -56,10 +56,13 @@ def lmtp_transaction(host: str, port: int, rcpts: list[str]) -> list[tuple[int, 
     return [(code, text) for code, text in replies]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_per_recipient_results_come_back_through_an_lmtp_front(
-    transport: str, sock_dir: Path
+    transport: str, loop: str, sock_dir: Path
 ) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
     back = Mailboxes()
     path = sock_dir / "lmtp"
     with running(back, lmtp=True, listen=[f"unix:{path}"] if transport == "unix" else []) as (
@@ -68,7 +71,8 @@ def test_per_recipient_results_come_back_through_an_lmtp_front(
     ):
         target = f"unix:{path}" if transport == "unix" else f"{host}:{port}"
         # The front accepts every recipient at RCPT; the back decides per recipient.
-        with running(LMTPForward(target, helo_name="front.test"), lmtp=True) as front:
+        forward = LMTPForward(target, helo_name="front.test")
+        with running(forward, lmtp=True, loop=loop) as front:
             replies = lmtp_transaction(*front, RCPTS)
     assert [code for code, _ in replies] == [250, 452, 550]
     assert replies[1][1] == b"4.2.2 Mailbox full"

@@ -108,7 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     if settings.handler_name() is None:
-        raise ConfigError("choose where mail goes: --maildir DIR, --mbox FILE, --sink or --print")
+        raise ConfigError(
+            "choose where mail goes: --maildir DIR, --mbox FILE, --sink or --print, or a "
+            "gateway: --lmtp-forward TARGET, --webhook URL or --pipe COMMAND"
+        )
     if settings.workers > 1:
         from .workers import run_workers
 

@@ -22,6 +22,8 @@ __all__ = ["ConfigError", "Settings", "load_toml"]
 
 #: a ``listen`` value starting with this names a Unix socket path
 UNIX_PREFIX = "unix:"
+#: the settings that choose a local handler (one at most)
+_LOCAL_HANDLERS = ("maildir", "mbox", "sink", "print", "lmtp_forward", "webhook", "pipe")
 
 
 class ConfigError(ValueError):
@@ -90,6 +92,18 @@ class Settings:
     mbox: str | None = _setting(None, "append to this mbox file")
     sink: bool = _setting(False, "accept and discard every message")
     print: bool = _setting(False, "write every message to standard output")
+    lmtp_forward: str | None = _setting(
+        None, "hand mail to this LMTP server: HOST:PORT or unix:/PATH (Dovecot, Cyrus)"
+    )
+    webhook: str | None = _setting(None, "POST every message to this http(s) URL; non-2xx: retry")
+    webhook_headers: tuple[str, ...] = _setting(
+        (),
+        "'Name: value' header added to each web hook request (repeatable)",
+        flag="webhook_header",
+    )
+    pipe: str | None = _setting(
+        None, "run this command (split like a shell, no shell) with the message on stdin"
+    )
 
     # --- outbound delivery: queue, routing, retries (RFC 5321 §4.5.4, §5) ---
     queue_dir: str | None = _setting(
@@ -236,7 +250,7 @@ class Settings:
             raise ConfigError("proxy_timeout must be positive seconds")
         if self.loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
-        chosen = [n for n in ("maildir", "mbox", "sink", "print") if getattr(self, n)]
+        chosen = [n for n in _LOCAL_HANDLERS if getattr(self, n)]
         if len(chosen) > 1:
             raise ConfigError(f"choose one local handler, not {' and '.join(chosen)}")
         for spec in self.listen:
@@ -271,7 +285,7 @@ class Settings:
 
     def handler_name(self) -> str | None:
         """Which local handler the settings choose, if any."""
-        for name in ("maildir", "mbox", "sink", "print"):
+        for name in _LOCAL_HANDLERS:
             if getattr(self, name):
                 return name
         return None
@@ -319,7 +333,7 @@ def _check_delivery(settings: Settings) -> None:
         )
     if settings.handler_name() is None:
         raise ConfigError(
-            "queue_dir needs a local handler for local_domains: maildir, mbox, sink or print"
+            "queue_dir needs a local handler for local_domains: " + ", ".join(_LOCAL_HANDLERS)
         )
     if settings.workers > 1:
         raise ConfigError("queue_dir works with one process: set workers = 1")

@@ -239,16 +239,30 @@ class SMTPClient:
             return await cls._connect(host, port, replace(options, tls="none"), server_name)
 
     @classmethod
+    async def connect_unix(cls, path: str, options: ClientOptions) -> SMTPClient:
+        """Connect to the Unix socket at ``path`` (an LMTP server's, usually); as ``connect``.
+
+        Results name ``path`` as the host; STARTTLS would verify that name,
+        so use ``tls="none"`` unless ``tls_context`` says otherwise.
+        """
+        return await cls._connect(path, None, options, None)
+
+    @classmethod
     async def _connect(
-        cls, host: str, port: int, options: ClientOptions, server_name: str | None
+        cls, host: str, port: int | None, options: ClientOptions, server_name: str | None
     ) -> SMTPClient:
+        """Open the connection and session; ``port`` None means ``host`` is a Unix socket path."""
         loop = asyncio.get_running_loop()
         conn = ClientConnection(lmtp=options.lmtp)
+        where = host if port is None else f"{host}:{port}"
         try:
             async with asyncio.timeout(options.connect_timeout):
-                _, protocol = await loop.create_connection(lambda: _Protocol(conn), host, port)
+                if port is None:
+                    _, protocol = await loop.create_unix_connection(lambda: _Protocol(conn), host)
+                else:
+                    _, protocol = await loop.create_connection(lambda: _Protocol(conn), host, port)
         except (OSError, TimeoutError) as exc:
-            raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}", temporary=True) from exc
+            raise ConnectFailed(f"cannot connect to {where}: {exc}", temporary=True) from exc
         client = cls(server_name or host, options, protocol)
         try:
             await client._open()

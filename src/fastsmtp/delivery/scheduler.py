@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .._outcome import BadOutcome, message_replies
 from ..handler import bind_hooks
 from ..protocol import replies as R
 from ..protocol.replies import Reply
@@ -265,16 +266,19 @@ class Scheduler:
                 content=content,
                 queue_id=message.id,
             )
-            reply: Reply | None = None
+            result: object = None
             if self._local_hook is not None:
                 try:
-                    reply = await self._local_hook(Session(id=message.id), envelope)
+                    result = await self._local_hook(Session(id=message.id), envelope)
                 except Exception:
                     log.exception("%s: local delivery failed", message.id)
-                    reply = R.HANDLER_ERROR
-            if not isinstance(reply, Reply):
-                reply = R.OK
-            for r in rcpts:
+                    result = R.HANDLER_ERROR
+            try:  # None, one Reply, or one Reply | None per recipient (LMTP-style)
+                replies = message_replies(result, len(rcpts), lmtp=True, default=R.OK)
+            except BadOutcome as exc:
+                log.error("%s: local handler %s (451 for all)", message.id, exc)
+                replies = [R.HANDLER_ERROR] * len(rcpts)
+            for r, reply in zip(rcpts, replies, strict=True):
                 outcomes[message.id, r.address] = _result(r.address, reply, None)
 
     # --- remote ------------------------------------------------------------------

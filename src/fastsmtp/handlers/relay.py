@@ -97,6 +97,7 @@ class Relay(Handler):
                 f"cannot open the queue in queue_dir {settings.queue_dir!r}: {exc}"
             ) from None
         self._closed = False
+        self._local = local
         self.scheduler = Scheduler(
             self.queue,
             self.router,
@@ -121,6 +122,9 @@ class Relay(Handler):
         self._closed = True
         await self.scheduler.stop()
         self.queue.close()
+        stopping = getattr(self._local, "server_stopping", None)  # e.g. LMTPForward's connection
+        if stopping is not None:
+            await stopping()
 
     # --- hooks ---------------------------------------------------------------------
     async def on_rcpt(self, session: Session, envelope: Envelope, rcpt: Address) -> Reply | None:

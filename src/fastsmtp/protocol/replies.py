@@ -305,3 +305,48 @@ NOT_A_LIST = Reply(550, "5.1.1", "Not a mailing list or alias")
 def expansion(addresses: Sequence[str]) -> Reply:
     """250 to VRFY/EXPN of an alias: one address per line (RFC 5321 §3.5.1, §3.5.2)."""
     return Reply(250, "2.1.5", "\n".join(f"<{a}>" for a in addresses))
+
+
+# --- gateways (handlers/lmtp.py, webhook.py, pipe.py) -------------------------
+# What a gateway answers when the system it hands mail to did not take it.
+# Temporary unless that system said the failure was permanent.
+WEBHOOK_FAILED = Reply(451, "4.3.0", "Error: the web hook did not accept the message, try later")
+PIPE_TIMEOUT = Reply(451, "4.3.0", "Error: the delivery command timed out, try again later")
+PIPE_NOT_RUN = Reply(451, "4.3.0", "Error: the delivery command could not be run, try later")
+
+# sysexits.h statuses of a delivery command, as sendmail and Postfix's pipe(8)
+# read them: 75 (EX_TEMPFAIL) and the system's own trouble are temporary; the
+# command saying the address, data or setup is wrong is permanent.
+_COMMAND_EXITS: dict[int, tuple[int, str, str]] = {
+    64: (554, "5.3.0", "command line usage error"),  # EX_USAGE
+    65: (554, "5.6.0", "data format error"),  # EX_DATAERR
+    66: (554, "5.3.0", "cannot open input"),  # EX_NOINPUT
+    67: (550, "5.1.1", "user unknown"),  # EX_NOUSER
+    68: (550, "5.1.2", "host name unknown"),  # EX_NOHOST
+    69: (554, "5.3.0", "service unavailable"),  # EX_UNAVAILABLE
+    70: (554, "5.3.0", "internal software error"),  # EX_SOFTWARE
+    71: (451, "4.3.0", "system error"),  # EX_OSERR
+    72: (554, "5.3.0", "critical system file missing"),  # EX_OSFILE
+    73: (550, "5.2.0", "cannot create output file"),  # EX_CANTCREAT
+    74: (451, "4.3.0", "input/output error"),  # EX_IOERR
+    75: (451, "4.3.0", "temporary failure"),  # EX_TEMPFAIL
+    76: (554, "5.5.0", "remote protocol error"),  # EX_PROTOCOL
+    77: (550, "5.7.0", "permission denied"),  # EX_NOPERM
+    78: (554, "5.3.5", "configuration error"),  # EX_CONFIG
+}
+
+
+def command_failed(status: int, output: str) -> Reply:
+    """A delivery command's non-zero exit ``status`` (negative: killed by that signal).
+
+    sysexits.h statuses as ``_COMMAND_EXITS`` says; any other status or a
+    signal is temporary (451 4.3.0): an unknown failure must not bounce
+    mail. ``output`` (one line, already cleaned) is appended for the logs
+    and bounces.
+    """
+    if status < 0:
+        code, enhanced, what = 451, "4.3.0", f"killed by signal {-status}"
+    else:
+        code, enhanced, what = _COMMAND_EXITS.get(status, (451, "4.3.0", "failed"))
+        what = f"{what} (exit status {status})"
+    return Reply(code, enhanced, f"delivery command: {what}{': ' if output else ''}{output}")

@@ -62,6 +62,8 @@ def log_message(envelope: Envelope, replies: list[Reply], size: int, session_id:
 
     ``replies[i]`` is the reply for ``envelope.rcpt_tos[i]``.
     """
+    if not log.isEnabledFor(logging.INFO):  # per message: skip building the lines
+        return
     accepted = [
         rcpt for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True) if reply.is_success
     ]

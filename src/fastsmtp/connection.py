@@ -54,7 +54,7 @@ from .session import Address, Session
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["SMTPProtocol", "new_id"]
+__all__ = ["SMTPProtocol", "dispatch_table", "new_id"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -104,6 +104,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
         self._loop = asyncio.get_running_loop()
+        self._dispatch = server.dispatch
         # Before the greeting, input goes here instead (PROXY header, greet_pause).
         self._gate: Callable[[bytes | memoryview], None] | None = None
         self._proxy: ProxyReader | None = None
@@ -226,11 +227,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     # --- event processing -------------------------------------------------
     def _process(self) -> None:
         conn = self.conn
+        dispatch = self._dispatch
         while not self._busy:
             event = conn.next_event()
             if event is NEED_DATA:
                 break
-            pending = _DISPATCH[type(event)](self, event)
+            method = dispatch[type(event)]
+            if method is None:  # no hook to ask: the protocol's default answer
+                conn.respond()
+                continue
+            pending = method(self, event)
             if pending is not None:
                 self._await(pending)
                 return
@@ -313,31 +319,19 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     # --- one method per event ---------------------------------------------
     def _on_hello(self, event: Hello) -> Awaitable[None] | None:
-        if "on_helo" not in self.hooks:
-            self.conn.respond()
-            return None
         return self._decide("on_helo", self.conn.session, event.host_name)
 
     def _on_mail(self, event: MailFrom) -> Awaitable[None] | None:
-        if "on_mail" not in self.hooks:
-            self.conn.respond()
-            return None
         sender = Address(event.address, event.options)
         return self._decide("on_mail", self.conn.session, self.conn.envelope, sender)
 
     def _on_rcpt(self, event: RcptTo) -> Awaitable[None] | None:
-        if "on_rcpt" not in self.hooks:
-            self.conn.respond()
-            return None
         rcpt = Address(event.address, event.options, event.dsn)
         return self._decide("on_rcpt", self.conn.session, self.conn.envelope, rcpt)
 
     def _on_query(self, event: Verify | Expand) -> Awaitable[None] | None:
         """VRFY/EXPN: the handler's on_vrfy/on_expn, else the defaults (252/502)."""
         name = "on_vrfy" if isinstance(event, Verify) else "on_expn"
-        if name not in self.hooks:
-            self.conn.respond()
-            return None
         return self._decide(name, self.conn.session, event.argument)
 
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
@@ -678,6 +672,31 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     AuthResult: SMTPProtocol._on_auth_result,
     Closed: SMTPProtocol._on_closed,
 }
+
+
+# Decisions the protocol answers by itself when the handler lacks the hook.
+_HOOK_DECIDES: dict[type, str] = {
+    Hello: "on_helo",
+    MailFrom: "on_mail",
+    RcptTo: "on_rcpt",
+    Verify: "on_vrfy",
+    Expand: "on_expn",
+}
+
+Dispatch = dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None] | None]
+
+
+def dispatch_table(hooks: dict[str, HookCall]) -> Dispatch:
+    """A server's method per event; ``None`` where no hook decides (accept at once).
+
+    Built once per server, so that the common case (no on_mail, no on_rcpt)
+    costs no call and no hook lookup per command.
+    """
+    table: Dispatch = dict(_DISPATCH)
+    for event_type, hook in _HOOK_DECIDES.items():
+        if hook not in hooks:
+            table[event_type] = None
+    return table
 
 
 def _client_key(session: Session) -> str:

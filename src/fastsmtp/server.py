@@ -29,7 +29,7 @@ from .auth import (
     mechanisms_for,
 )
 from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
-from .connection import SMTPProtocol
+from .connection import SMTPProtocol, dispatch_table
 from .handler import bind_hooks
 from .limits import ConnectionLimits
 from .relay import RelayPolicy
@@ -88,6 +88,7 @@ class Server:
             handler = from_settings(settings)
         self.handler = handler
         self.hooks = bind_hooks(handler)
+        self.dispatch = dispatch_table(self.hooks)
         self._listeners: list[asyncio.Server] = []
         self._tls_listeners: list[asyncio.Server] = []
         self._unix_listeners: list[asyncio.Server] = []

@@ -61,8 +61,13 @@ def parse_orcpt(value: str | None) -> tuple[str, str]:
     return addr_type.lower(), original
 
 
+_NO_DSN = RecipientDSN()  # frozen: shared by every RCPT without parameters
+
+
 def recipient_dsn(params: dict[str, str | None]) -> RecipientDSN:
     """NOTIFY and ORCPT of one RCPT, typed."""
+    if not params:
+        return _NO_DSN
     notify = params.get("NOTIFY")
     orcpt = params.get("ORCPT")
     return RecipientDSN(

@@ -40,13 +40,16 @@ class Reply:
                 f"enhanced status {self.enhanced!r} must start with the class "
                 f"of reply code {self.code}"
             )
-        lines = self.text.split("\n")
         prefix = f"{self.enhanced} " if self.enhanced else ""
-        last = len(lines) - 1
-        wire = "".join(
-            f"{self.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
-            for i, line in enumerate(lines)
-        )
+        if "\n" not in self.text:  # most replies, and the per-message "queued as"
+            wire = f"{self.code} {prefix}{self.text}\r\n"
+        else:
+            lines = self.text.split("\n")
+            last = len(lines) - 1
+            wire = "".join(
+                f"{self.code}{' ' if i == last else '-'}{prefix}{line}\r\n"
+                for i, line in enumerate(lines)
+            )
         object.__setattr__(self, "_wire", wire.encode("utf-8"))
 
     @property

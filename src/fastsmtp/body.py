@@ -30,7 +30,7 @@ from typing import BinaryIO, Protocol
 from .protocol import replies as R
 from .protocol.replies import Reply
 
-__all__ = ["BodySink", "MessageBody"]
+__all__ = ["DISCARD", "BodySink", "Discard", "MessageBody"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -57,6 +57,29 @@ class BodySink(Protocol):
 
     def abort(self) -> None:
         """The message was dropped: throw away what was written."""
+
+
+class Discard:
+    """A sink that keeps nothing: for a handler without ``on_message``.
+
+    Such a handler (``Sink``, or one that only checks the envelope) never
+    reads the body, so holding it, let alone spooling a big one to disk,
+    would be work for nobody.
+    """
+
+    __slots__ = ()
+
+    def write(self, chunk: bytes) -> None:
+        """Forget the chunk."""
+
+    def close(self) -> None:
+        """Nothing to finish."""
+
+    def abort(self) -> None:
+        """Nothing to throw away."""
+
+
+DISCARD = Discard()
 
 
 # Octets a spooling body may hold in memory, waiting for its writer thread,

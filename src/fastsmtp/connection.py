@@ -26,7 +26,7 @@ from ._outcome import BadOutcome, log_message, message_replies
 from .auth import (
     ScramSecrets,
 )
-from .body import BodyReceiver, BodySink, MessageBody, release, stored
+from .body import DISCARD, BodyReceiver, BodySink, MessageBody, release, stored
 from .handler import HookCall, _in_thread
 from .protocol import replies as R
 from .protocol.events import (
@@ -345,6 +345,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
         if "on_data_start" in self.hooks:
             return self._open_sink(trace)
+        if "on_message" not in self.hooks:  # nobody will read it
+            return self._body.start(DISCARD, trace)
         return self._body.start(self._message_body(), trace)
 
     def _message_body(self) -> MessageBody:

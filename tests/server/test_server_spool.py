@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fastsmtp import ConfigError, Handler, Maildir, Mbox, Server
+from fastsmtp import ConfigError, Handler, Maildir, Mbox, Server, Sink
 from fastsmtp.body import MessageBody
 from fastsmtp.session import Envelope, Session
 
@@ -240,6 +240,28 @@ def test_a_spool_that_cannot_be_written_is_452(serve, client, spool, caplog):
     assert handler.seen == []
     serve.stop()
     assert any("cannot spool the message body" in r.getMessage() for r in caplog.records)
+
+
+class EnvelopeOnly(Handler):
+    """Decides on the envelope and never reads a body (like Sink)."""
+
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+
+    async def on_rcpt(self, session: Session, envelope: Envelope, rcpt: Any) -> None:
+        self.recipients.append(rcpt.address)
+
+
+@pytest.mark.parametrize("handler", [Sink, EnvelopeOnly])
+def test_a_body_nobody_reads_is_not_kept_nor_spooled(serve, client, spool, handler):
+    # Without on_message the body is discarded as it arrives: even with its
+    # spool directory gone, a big message is accepted (a spooled one gets 452).
+    raw = client(serve(handler(), **spool_settings(spool)))
+    spool.rmdir()
+    raw.begin()
+    assert raw.send_message(BIG).code == 250
+    raw.begin()
+    assert raw.send_message(SMALL).code == 250
 
 
 def test_a_missing_spool_dir_is_a_config_error(tmp_path):

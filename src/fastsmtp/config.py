@@ -106,6 +106,11 @@ class Settings:
     vrfy_expn: bool = _setting(
         False, "answer VRFY and EXPN from the aliases (off: 252 and 502, for privacy)"
     )
+    etrn: bool = _setting(
+        False,
+        "accept ETRN (RFC 1985) from clients that may relay (AUTH or relay_networks): "
+        "retry the queued mail of their domain now",
+    )
     smarthost: str | None = _setting(
         None, "relay all non-local mail through this HOST:PORT instead of MX delivery"
     )

@@ -36,6 +36,7 @@ from .protocol.events import (
     BodyChunk,
     Closed,
     DataStarted,
+    Etrn,
     Expand,
     Hello,
     MailFrom,
@@ -339,6 +340,13 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             self.conn.respond()
             return None
         return self._decide(name, self.conn.session, event.argument)
+
+    def _on_etrn(self, event: Etrn) -> Awaitable[None] | None:
+        """ETRN: the handler's on_etrn (``Relay`` flushes its queue), else 458."""
+        if "on_etrn" not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide("on_etrn", self.conn.session, event)
 
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
         """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
@@ -668,6 +676,7 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     RcptTo: SMTPProtocol._on_rcpt,
     Verify: SMTPProtocol._on_query,
     Expand: SMTPProtocol._on_query,
+    Etrn: SMTPProtocol._on_etrn,
     DataStarted: SMTPProtocol._on_data,
     BodyChunk: SMTPProtocol._on_body,
     MessageEnd: SMTPProtocol._on_message,

@@ -422,13 +422,21 @@ class Queue:
             sql = f"UPDATE recipients SET next_attempt = ? WHERE queue_id = ? AND {_IS_OPEN}"
             db.execute(sql, (now, queue_id))
 
-    def flush(self, domain: str | None, now: float) -> int:
-        """Make deferred recipients (of ``domain`` only, if given) due now; how many."""
+    def flush(self, domain: str | None, now: float, *, subdomains: bool = False) -> int:
+        """Make deferred recipients (of ``domain`` only, if given) due now; how many.
+
+        ``subdomains``: also those of every subdomain of ``domain`` (ETRN ``@domain``).
+        """
         sql = "UPDATE recipients SET next_attempt = ? WHERE status = 'deferred'"
         args: tuple[object, ...] = (now,)
         if domain:
-            sql += " AND domain_of(address) = ?"
-            args += (_spool.domain_of(f"@{domain}"),)
+            name = _spool.domain_of(f"@{domain}")
+            sql += " AND (domain_of(address) = ?"
+            args += (name,)
+            if subdomains:  # a suffix test, not LIKE: "_" in a name is no wildcard
+                sql += " OR substr(domain_of(address), -?) = ?"
+                args += (len(name) + 1, f".{name}")
+            sql += ")"
         with self._locked() as db, begin(db):
             return db.execute(sql, args).rowcount
 

@@ -35,6 +35,7 @@ from ..delivery.router import Router
 from ..delivery.scheduler import RetryPolicy, Scheduler
 from ..handler import Handler
 from ..protocol import replies as R
+from ..protocol.events import Etrn
 from ..protocol.replies import Reply
 from ..relay import RelayPolicy
 from ..session import Address, Envelope, RecipientDSN, Session
@@ -153,6 +154,27 @@ class Relay(Handler):
             address = f"{address}@{min(self.policy.local_domains)}"
         expanded = self._expand(address)
         return R.expansion(expanded) if expanded else missing
+
+    async def on_etrn(self, session: Session, request: Etrn) -> Reply:
+        """ETRN (RFC 1985): retry the deferred mail of a domain now.
+
+        Only for clients that may relay (AUTH or ``relay_networks``), as
+        Postfix does by default: anyone else could make this server hammer
+        a destination, and learn whether mail waits for a domain.
+        """
+        if not self.policy.may_relay(session):
+            log.info("%s: ETRN %s refused for %s", session.id, request.node, session.peer)
+            return R.etrn_not_allowed(request.node)
+        if request.kind == "queue":  # the queue has no named parts
+            return R.etrn_unable(request.node)
+        subdomains = request.kind == "subdomains"
+        now = self.scheduler.now()
+        count = await asyncio.to_thread(self.queue.flush, request.name, now, subdomains=subdomains)
+        log.info("%s: ETRN %s: %d deferred recipients due now", session.id, request.node, count)
+        if not count:
+            return R.etrn_nothing(request.node)
+        self.scheduler.wake()
+        return R.etrn_started(request.node)
 
     def on_message(self, session: Session, envelope: Envelope) -> Reply | None:
         """Refuse loops; expand aliases; enqueue durably (runs in the thread pool)."""

@@ -9,6 +9,7 @@ was due.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..session import Envelope, RecipientDSN
 from .replies import Reply
@@ -20,6 +21,7 @@ __all__ = [
     "BodyChunk",
     "Closed",
     "DataStarted",
+    "Etrn",
     "Event",
     "Expand",
     "Hello",
@@ -88,6 +90,20 @@ class Expand:
     """*Decision*: EXPN; the default answer is 502 (RFC 5321 §3.5.2)."""
 
     argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Etrn:
+    """*Decision*: ETRN (RFC 1985); the default answer is 458 (no queue to start).
+
+    ``node`` is the argument as given; ``name`` the domain (lowercased) or
+    queue name; ``kind`` says which: ``domain``, ``subdomains`` (``@domain``)
+    or ``queue`` (``#name``).
+    """
+
+    node: str
+    name: str
+    kind: Literal["domain", "subdomains", "queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +184,7 @@ Event = (
     | RcptTo
     | Verify
     | Expand
+    | Etrn
     | DataStarted
     | BodyChunk
     | MessageEnd

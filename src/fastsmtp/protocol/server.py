@@ -53,6 +53,7 @@ from ..wire import (
 )
 from . import replies as R
 from .dsn import parse_envid, parse_ret, recipient_dsn
+from .etrn import parse_etrn
 from .events import (
     NEED_DATA,
     Authenticate,
@@ -60,6 +61,7 @@ from .events import (
     BodyChunk,
     Closed,
     DataStarted,
+    Etrn,
     Event,
     Expand,
     Hello,
@@ -118,6 +120,12 @@ _SEQUENCE: dict[str, dict[State, Reply]] = {
         State.MAIL: R.AUTH_IN_TRANSACTION,
         State.RCPT: R.AUTH_IN_TRANSACTION,
         State.CHUNKS: R.AUTH_IN_TRANSACTION,
+    },
+    "ETRN": {
+        State.CONNECTED: R.NEED_HELO,
+        State.MAIL: R.ETRN_IN_TRANSACTION,
+        State.RCPT: R.ETRN_IN_TRANSACTION,
+        State.CHUNKS: R.ETRN_IN_TRANSACTION,
     },
 }
 # BDAT has no entry: a chunk is consumed even when refused (RFC 3030 §2),
@@ -190,7 +198,7 @@ class ServerConnection:
         self._errors = 0
         self._transactions = 0  # MAIL commands accepted (max_transactions)
         self._out: list[bytes] = []
-        self._extensions = tuple(extensions)
+        self._extensions = (*extensions, "ETRN") if settings.etrn else tuple(extensions)
         self._body_types = (
             ("7BIT", "8BITMIME", "BINARYMIME")
             if settings.chunking and settings.binarymime
@@ -424,6 +432,9 @@ class ServerConnection:
 
     def _respond_expn(self, event: Expand, reply: Reply | None, accept: bool) -> Reply:
         return reply or R.EXPN_DISABLED
+
+    def _respond_etrn(self, event: Etrn, reply: Reply | None, accept: bool) -> Reply:
+        return reply or R.etrn_unable(event.node)
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
@@ -759,6 +770,12 @@ class ServerConnection:
         self._send(R.AUTH_SUCCESS if outcome.identity else R.AUTH_FAILED)
         return outcome
 
+    def _etrn(self, args: bytes) -> Event | None:
+        if not self.settings.etrn:
+            return self._bad(R.NOT_IMPLEMENTED)
+        request = parse_etrn(args)
+        return self._bad(request) if isinstance(request, Reply) else self._decide(request)
+
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
@@ -783,6 +800,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "STARTTLS": ServerConnection._starttls_command,
         "BDAT": ServerConnection._bdat,
         "AUTH": ServerConnection._auth,
+        "ETRN": ServerConnection._etrn,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()
@@ -796,6 +814,7 @@ _RESPONDERS: dict[type, Responder] = {
     MessageEnd: ServerConnection._respond_message,
     Verify: ServerConnection._respond_vrfy,
     Expand: ServerConnection._respond_expn,
+    Etrn: ServerConnection._respond_etrn,
     Authenticate: ServerConnection._respond_auth,
 }
 

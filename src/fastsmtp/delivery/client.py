@@ -77,6 +77,8 @@ class RecipientResult:
     text: str
     #: the host that answered (a bounce's Remote-MTA)
     remote_host: str | None
+    #: the server offers DSN and was given NOTIFY/ORCPT: it sends the notices (RFC 3461 §5.2.2)
+    dsn_relayed: bool = False
 
     @property
     def status(self) -> Literal["delivered", "deferred", "failed"]:
@@ -431,6 +433,7 @@ class SMTPClient:
                         reply.enhanced,
                         reply.text,
                         None if reply.local else self.host,
+                        not reply.local and self._conn.extensions.dsn,
                     )
                     for rcpt, reply in zip(recipients, event.results, strict=True)
                 ]

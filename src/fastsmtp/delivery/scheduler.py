@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..handler import bind_hooks
 from ..protocol import replies as R
@@ -372,6 +372,7 @@ class Scheduler:
         where = "local" if isinstance(route, Local) else str(route)
         for message, rcpts in batch:
             expired = now >= message.created + self.retry.queue_lifetime
+            delivered: list[QueuedRecipient] = []
             for r in rcpts:
                 result = outcomes.get((message.id, r.address))
                 if result is None:  # no address was left to try
@@ -393,7 +394,7 @@ class Scheduler:
                     enhanced or "",
                     " ".join(text.split()),
                 )
-                self.queue.record(
+                recorded = self.queue.record(
                     message.id,
                     r.address,
                     status,
@@ -403,6 +404,22 @@ class Scheduler:
                     remote_host=result.remote_host,
                     next_attempt=self.retry.next_attempt(r.attempts, now),
                     now=now,
+                )
+                if recorded and status == "delivered" and not result.dsn_relayed:
+                    delivered.append(
+                        replace(
+                            r,
+                            status=status,
+                            last_code=code,
+                            last_enhanced=enhanced,
+                            last_text=text,
+                            remote_host=result.remote_host,
+                            last_attempt=now,
+                        )
+                    )
+            if delivered:  # NOTIFY=SUCCESS (RFC 3461 §4.1); report() checks who asked
+                self.queue.report(
+                    message, delivered, "success", reporting_mta=self.hostname, now=now
                 )
             self._settle(message.id)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import Clock, MXServers
+from peers import Clock, MXServers, defer
 
 from fastsmtp.config import Settings
 from fastsmtp.delivery.queue import Queue
@@ -31,17 +31,7 @@ def hold(queue_dir: Path, clock: Clock, *rcpts: str) -> None:
     with Queue(queue_dir) as queue:
         for rcpt in rcpts:
             queue_id = queue.enqueue("alice@here.test", [rcpt], MESSAGE, now=clock())
-            queue.record(
-                queue_id,
-                rcpt,
-                "deferred",
-                code=451,
-                enhanced="4.4.1",
-                text="No answer",
-                remote_host=None,
-                next_attempt=clock() + 3600,
-                now=clock(),
-            )
+            defer(queue, queue_id, rcpt, clock())
 
 
 @contextmanager

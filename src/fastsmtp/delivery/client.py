@@ -251,13 +251,22 @@ class SMTPClient:
                 _, protocol = await loop.create_connection(lambda: _Protocol(conn), host, port)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}", temporary=True) from exc
-        client = cls(server_name or host, options, protocol)
-        try:
-            await client._open()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await cls(server_name or host, options, protocol)._opened()
+
+    @classmethod
+    async def over(
+        cls, transport: asyncio.Transport, host: str, options: ClientOptions
+    ) -> SMTPClient:
+        """Be the client on a connection that exists: ATRN (RFC 2645) turned it around.
+
+        Takes ``transport`` over from its protocol, waits for the peer's
+        greeting and greets as ``options`` say (as ``connect`` does).
+        """
+        protocol = _Protocol(ClientConnection(lmtp=options.lmtp))
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        transport.resume_reading()  # the server side paused it while it decided
+        return await cls(host, options, protocol)._opened()
 
     async def __aenter__(self) -> SMTPClient:
         return self
@@ -280,6 +289,15 @@ class SMTPClient:
         return self._conn.tls_active
 
     # --- the session ----------------------------------------------------------
+    async def _opened(self) -> SMTPClient:
+        """``_open``, closing the connection if that fails."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
     async def _open(self) -> None:
         greeting = await self._reply("GREETING")
         if greeting.code != 220:

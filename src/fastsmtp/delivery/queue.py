@@ -366,6 +366,13 @@ class Queue:
             rows = db.execute("SELECT id FROM messages ORDER BY created, id").fetchall()
             return _load(db, [row[0] for row in rows])
 
+    def holds(self, domains: Sequence[str]) -> bool:
+        """Whether an open recipient of one of ``domains`` (lowercase) is queued (ATRN)."""
+        marks = ",".join("?" * len(domains))
+        sql = f"SELECT 1 FROM recipients WHERE {_IS_OPEN} AND domain_of(address) IN ({marks})"
+        with self._locked() as db:
+            return db.execute(sql + " LIMIT 1", tuple(domains)).fetchone() is not None
+
     def content_path(self, queue_id: str) -> Path:
         """The spool file holding the message's content: read it, never write it."""
         if not _spool.VALID_ID.fullmatch(queue_id):

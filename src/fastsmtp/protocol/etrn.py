@@ -1,10 +1,14 @@
-"""ETRN (RFC 1985): parse the argument into an ``Etrn`` decision event.
+"""ETRN (RFC 1985) and ATRN (RFC 2645): parse the argument into a decision event.
 
 ``ETRN domain`` asks for the deferred mail of one domain, ``ETRN @domain``
 for that domain and its subdomains, ``ETRN #queue`` for a named queue
 (RFC 1985 §4, §5). The application answers with one of the §5 replies
 (``replies.etrn_*``); ``ServerConnection`` only checks the syntax and the
 sequence (after HELO/EHLO, never in a transaction).
+
+``ATRN [domain[,domain]...]`` (RFC 2645 §4) names the domains whose held
+mail an authenticated client wants on this connection, or none for all of
+its domains.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from __future__ import annotations
 import re
 
 from . import replies as R
-from .events import Etrn
+from .events import Atrn, Etrn
 from .replies import Reply
 
-__all__ = ["parse_etrn"]
+__all__ = ["parse_atrn", "parse_etrn"]
 
 # RFC 1985 §4: a domain (RFC 1035 labels), or "#" and a queue name (printable, no space).
 _DOMAIN = re.compile(
@@ -39,3 +43,15 @@ def parse_etrn(args: bytes) -> Etrn | Reply:
     if not _DOMAIN.fullmatch(domain):
         return R.SYNTAX_ETRN
     return Etrn(node, domain.lower().rstrip("."), "subdomains" if subdomains else "domain")
+
+
+def parse_atrn(args: bytes) -> Atrn | Reply:
+    """The ``Atrn`` event for ``args`` (domains lowercased), or the 501 that refuses them."""
+    try:
+        text = args.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return R.SYNTAX_ATRN
+    domains = [d.strip() for d in text.split(",")] if text else []
+    if not all(_DOMAIN.fullmatch(d) for d in domains):
+        return R.SYNTAX_ATRN
+    return Atrn(tuple(dict.fromkeys(d.lower().rstrip(".") for d in domains)))

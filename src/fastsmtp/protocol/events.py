@@ -16,6 +16,7 @@ from .replies import Reply
 
 __all__ = [
     "NEED_DATA",
+    "Atrn",
     "AuthResult",
     "Authenticate",
     "BodyChunk",
@@ -107,6 +108,19 @@ class Etrn:
 
 
 @dataclass(frozen=True, slots=True)
+class Atrn:
+    """*Decision*: ATRN (RFC 2645) from an authenticated client; default answer 451.
+
+    ``domains`` are those asked for (lowercased; empty: all of the client's).
+    Accepting (a 2xx, by default ``250 OK now reversing the connection``)
+    ends the server side: the I/O layer then speaks as the SMTP client on the
+    same transport and delivers the mail held for those domains.
+    """
+
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DataStarted:
     """DATA was accepted with 354; body chunks follow."""
 
@@ -185,6 +199,7 @@ Event = (
     | Verify
     | Expand
     | Etrn
+    | Atrn
     | DataStarted
     | BodyChunk
     | MessageEnd

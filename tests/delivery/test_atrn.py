@@ -34,8 +34,8 @@ FIRST = b"From: alice@here.test\r\nSubject: one\r\n\r\nfirst, with 8-bit: \xc3\x
 SECOND = b"From: alice@here.test\r\nSubject: two\r\n\r\nsecond\r\n"
 
 
-@contextmanager
-def mta(tmp_path: Path, clock: Clock, **settings: Any) -> Iterator[tuple[str, int]]:
+def relay(tmp_path: Path, clock: Clock, **settings: Any) -> Relay:
+    """The MTA's handler: users owner and other (password "secret"), three ATRN domains."""
     users = tmp_path / "users"
     set_password(str(users), "owner", "secret")
     set_password(str(users), "other", "secret")
@@ -49,7 +49,13 @@ def mta(tmp_path: Path, clock: Clock, **settings: Any) -> Iterator[tuple[str, in
         atrn_domains=("held.test=owner", "held2.test=owner", "theirs.test=other"),
         **settings,
     )
-    with running(Relay(config, Collect(), now=clock), settings=config) as address:
+    return Relay(config, Collect(), now=clock)
+
+
+@contextmanager
+def mta(tmp_path: Path, clock: Clock) -> Iterator[tuple[str, int]]:
+    handler = relay(tmp_path, clock)
+    with running(handler, settings=handler.settings) as address:
         yield address
 
 
@@ -169,28 +175,19 @@ def test_atrn_needs_auth_and_own_domains_and_mail_and_turn_stays_502(
 
 
 def test_mail_for_an_atrn_domain_is_held_not_delivered(tmp_path: Path, clock: Clock) -> None:
-    users = tmp_path / "users"
-    set_password(str(users), "owner", "secret")
-    config = Settings(
-        hostname="mta.here.test",
-        queue_dir=str(tmp_path / "queue"),
-        sink=True,
-        local_domains=("here.test",),
-        atrn_domains=("held.test=owner",),
-        dns_servers=("127.0.0.1:9",),  # were it routed by MX, the lookup would fail
-    )
-    relay = Relay(config, Collect(), now=clock)
+    # Were it routed by MX, the lookup would fail (nothing answers DNS there).
+    held = relay(tmp_path, clock, dns_servers=("127.0.0.1:9",))
 
     async def main() -> None:
         try:
-            relay.queue.enqueue("alice@here.test", ["bob@Held.Test"], FIRST, now=clock())
-            await asyncio.wait_for(relay.scheduler.run_pending(), 30)
-            [message] = relay.queue.list()
+            held.queue.enqueue("alice@here.test", ["bob@Held.Test"], FIRST, now=clock())
+            await asyncio.wait_for(held.scheduler.run_pending(), 30)
+            [message] = held.queue.list()
             [rcpt] = message.recipients
             assert (rcpt.status, rcpt.last_code, rcpt.last_enhanced) == ("deferred", 450, "4.4.0")
             assert rcpt.last_text == R.HELD_FOR_ATRN.text
             assert rcpt.remote_host is None  # no connection was made
         finally:
-            await relay.server_stopping()
+            await held.server_stopping()
 
     asyncio.run(main())

@@ -120,6 +120,17 @@ class Settings:
     vrfy_expn: bool = _setting(
         False, "answer VRFY and EXPN from the aliases (off: 252 and 502, for privacy)"
     )
+    etrn: bool = _setting(
+        False,
+        "accept ETRN (RFC 1985) from clients that may relay (AUTH or relay_networks): "
+        "retry the queued mail of their domain now",
+    )
+    atrn_domains: tuple[str, ...] = _setting(
+        (),
+        "DOMAIN=USER: hold DOMAIN's mail in the queue until USER, authenticated, "
+        "fetches it with ATRN (RFC 2645, On-Demand Mail Relay) (repeatable)",
+        flag="atrn_domain",
+    )
     smarthost: str | None = _setting(
         None, "relay all non-local mail through this HOST:PORT instead of MX delivery"
     )

@@ -31,11 +31,13 @@ from .handler import HookCall, _in_thread
 from .protocol import replies as R
 from .protocol.events import (
     NEED_DATA,
+    Atrn,
     Authenticate,
     AuthResult,
     BodyChunk,
     Closed,
     DataStarted,
+    Etrn,
     Expand,
     Hello,
     MailFrom,
@@ -333,6 +335,41 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         """VRFY/EXPN: the handler's on_vrfy/on_expn, else the defaults (252/502)."""
         name = "on_vrfy" if isinstance(event, Verify) else "on_expn"
         return self._decide(name, self.conn.session, event.argument)
+
+    def _on_etrn(self, event: Etrn) -> Awaitable[None] | None:
+        """ETRN: the handler's on_etrn (``Relay`` flushes its queue), else 458."""
+        if "on_etrn" not in self.hooks:
+            self.conn.respond()
+            return None
+        return self._decide("on_etrn", self.conn.session, event)
+
+    def _on_atrn(self, event: Atrn) -> Awaitable[None] | None:
+        """ATRN: the handler's on_atrn decides; on 250, its on_turn gets the transport."""
+        if "on_atrn" not in self.hooks or "on_turn" not in self.hooks:
+            self.conn.respond()  # 451: nothing here can deliver over this connection
+            return None
+        return self._turn(event)
+
+    async def _turn(self, event: Atrn) -> None:
+        """RFC 2645 §4: after our 250 the peer greets as the server, and we deliver."""
+        session = self.conn.session
+        reply = await self._call("on_atrn", session, event)
+        if self.conn.closed:
+            return
+        self.conn.respond(reply)
+        transport = self.transport
+        if not self.conn.closed or transport is None or transport.is_closing():
+            return  # refused: the session goes on
+        if self._timer is not None:  # the client side has its own timeouts
+            self._timer.cancel()
+            self._timer = None
+        transport.write(self.conn.data_to_send())
+        log.info("%s: ATRN %s by %s: turned around", session.id, event.domains, session.auth)
+        try:
+            await self._call_any("on_turn", session, event, transport)
+        finally:
+            transport.close()
+            self.connection_lost(None)  # the transport now reports to the client protocol
 
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
         """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
@@ -664,6 +701,8 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     RcptTo: SMTPProtocol._on_rcpt,
     Verify: SMTPProtocol._on_query,
     Expand: SMTPProtocol._on_query,
+    Etrn: SMTPProtocol._on_etrn,
+    Atrn: SMTPProtocol._on_atrn,
     DataStarted: SMTPProtocol._on_data,
     BodyChunk: SMTPProtocol._on_body,
     MessageEnd: SMTPProtocol._on_message,

@@ -42,7 +42,12 @@ class Handler:
         on_disconnect(session)                    -> None
 
     and at any time ``on_vrfy(session, argument)`` / ``on_expn(session,
-    argument)`` -> Reply | None for VRFY and EXPN (None: 252 / 502).
+    argument)`` -> Reply | None for VRFY and EXPN (None: 252 / 502), and
+    ``on_etrn(session, request)`` -> Reply | None for ETRN with the ``etrn``
+    setting (``request``: ``protocol.events.Etrn``; None: 458; ``Relay`` has it).
+    With ``atrn_domains``, ``on_atrn(session, request)`` -> Reply | None
+    decides ATRN (None: 250, reversing) and ``on_turn(session, request,
+    transport)`` then delivers as the client over the transport (``Relay``).
 
     ``on_mail`` and ``on_rcpt`` run before the address is added to the
     envelope: the envelope shows what was accepted so far. A 250 reply to
@@ -83,6 +88,9 @@ HOOKS = (
     "on_disconnect",
     "on_vrfy",
     "on_expn",
+    "on_etrn",
+    "on_atrn",
+    "on_turn",
 )
 
 HookCall = Callable[..., Awaitable[Any]]

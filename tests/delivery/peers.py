@@ -7,9 +7,10 @@ from contextlib import ExitStack
 from email.message import EmailMessage
 from typing import Any
 
+from fastsmtp.delivery.queue import Queue
 from fastsmtp.testing import SMTPTestServer, running
 
-__all__ = ["Clock", "MXServer", "MXServers", "delivery_status", "free_port"]
+__all__ = ["Clock", "MXServer", "MXServers", "defer", "delivery_status", "free_port"]
 
 
 class Clock:
@@ -67,3 +68,18 @@ def delivery_status(report: EmailMessage) -> list[dict[str, str]]:
     [status] = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
     blocks = [dict(block.items()) for block in status.get_payload()]
     return blocks
+
+
+def defer(queue: Queue, queue_id: str, recipient: str, now: float, delay: float = 3600) -> None:
+    """Record ``recipient`` as deferred (a failed try) and due again ``delay`` seconds on."""
+    queue.record(
+        queue_id,
+        recipient,
+        "deferred",
+        code=450,
+        enhanced="4.4.0",
+        text="tried, deferred",
+        remote_host=None,
+        next_attempt=now + delay,
+        now=now,
+    )

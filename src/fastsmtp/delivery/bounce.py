@@ -1,10 +1,14 @@
-"""Delivery status notifications: RFC 3464 reports of failed and delayed mail.
+"""Delivery status notifications: RFC 3464 reports of failed, delayed and delivered mail.
 
 A report is a ``multipart/report`` (RFC 6522) with three parts: a short
 text for people, a ``message/delivery-status`` for programs (one block for
 the message, one per recipient), and the original message (RET=FULL, the
 default) or only its header (RET=HDRS, and always for delay notices: RET
-applies to failure reports only, RFC 3461 §4.3). It is sent from the null
+applies to failure reports only, RFC 3461 §4.3). A success notice (asked
+for with NOTIFY=SUCCESS) says ``Action: delivered`` for a recipient stored
+here and ``Action: relayed`` for one handed to a server that does not offer
+DSN (one that does is given NOTIFY and reports itself, RFC 3461 §5.2.2).
+It is sent from the null
 sender ``<>`` to the original sender, so that it can never cause another
 report (RFC 5321 §4.5.5); ``wants_bounce`` is false for a message from
 ``<>`` and applies the recipient's NOTIFY (RFC 3461 §4.1).
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReportKind", "make_bounce", "report_envelope", "wants_bounce"]
 
-ReportKind = Literal["failure", "delay"]
+ReportKind = Literal["failure", "delay", "success"]
 _CHUNK = 1 << 16
 _MAX_DIAGNOSTIC = 900  # a header-like line stays under RFC 5322's 998 octets
 
@@ -45,7 +49,7 @@ def wants_bounce(message: QueuedMessage, recipient: QueuedRecipient, kind: Repor
 
     Never for the null sender: a failed bounce is not bounced (RFC 5321
     §4.5.5; RFC 3461 §5.2.8). NOTIFY=NEVER: never. No NOTIFY: failures
-    only. Otherwise FAILURE and DELAY say which (RFC 3461 §4.1, §6.2).
+    only. Otherwise FAILURE, DELAY and SUCCESS say which (RFC 3461 §4.1, §6.2).
     """
     if message.mail_from == "":
         return False
@@ -54,7 +58,7 @@ def wants_bounce(message: QueuedMessage, recipient: QueuedRecipient, kind: Repor
         return False
     if kind == "failure":
         return not notify or "FAILURE" in notify
-    return "DELAY" in notify
+    return ("DELAY" if kind == "delay" else "SUCCESS") in notify
 
 
 def needs_utf8(message: QueuedMessage, recipients: Sequence[QueuedRecipient]) -> bool:
@@ -103,11 +107,7 @@ def make_bounce(
         original_type = "message/global-headers" if utf8 else "text/rfc822-headers"
     human = _human_text(failed, kind, reporting_mta, retry_until).encode()
     status = _status_fields(message, failed, kind, reporting_mta, now, retry_until, utf8)
-    subject = (
-        "Delivery failure: returned mail"
-        if kind == "failure"
-        else "Delivery delayed: still trying, nothing to do yet"
-    )
+    subject = _SUBJECTS[kind]
     header = (
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
         f"To: <{message.mail_from}>\r\n"
@@ -129,6 +129,20 @@ def make_bounce(
     return b"".join(parts)
 
 
+_SUBJECTS = {
+    "failure": "Delivery failure: returned mail",
+    "delay": "Delivery delayed: still trying, nothing to do yet",
+    "success": "Delivery report: your message was delivered",
+}
+
+
+def _action(recipient: QueuedRecipient, kind: ReportKind) -> str:
+    """RFC 3464 §2.3.3: relayed when a remote server (without DSN) took it."""
+    if kind == "success":
+        return "relayed" if recipient.remote_host else "delivered"
+    return "failed" if kind == "failure" else "delayed"
+
+
 def _part(boundary: str, content_type: str, body: bytes) -> bytes:
     encoding = "7bit" if body.isascii() else "8bit"
     return (
@@ -146,6 +160,12 @@ def _human_text(
             "recipients below and has given up. Each address is followed by the\r\n"
             "reason (the receiving server's reply, when there was one).\r\n"
         )
+    elif kind == "success":
+        intro = (
+            f"The mail system at {mta} delivered your message to the recipients\r\n"
+            'below, as you asked. "relayed" means it was passed to a server that\r\n'
+            "sends no such reports: it arrived there, not necessarily in the mailbox.\r\n"
+        )
     else:
         until = f" until {_date(retry_until)}" if retry_until is not None else ""
         intro = (
@@ -155,7 +175,8 @@ def _human_text(
         )
     lines = [intro]
     for r in recipients:
-        lines.append(f"\r\n<{r.address}>: {_reason(r)}\r\n")
+        said = f"{_action(r, kind)} ({_reason(r)})" if kind == "success" else _reason(r)
+        lines.append(f"\r\n<{r.address}>: {said}\r\n")
     return "".join(lines)
 
 
@@ -181,7 +202,7 @@ def _status_fields(
             fields.append(f"Original-Recipient: {r.dsn.orcpt[0]}; {_clean(r.dsn.orcpt[1], utf8)}")
         address_type = "rfc822" if r.address.isascii() else "utf-8"  # RFC 6533 §3
         fields.append(f"Final-Recipient: {address_type}; {r.address}")
-        fields.append(f"Action: {'failed' if kind == 'failure' else 'delayed'}")
+        fields.append(f"Action: {_action(r, kind)}")
         fields.append(f"Status: {_status(r, kind)}")
         if r.remote_host:
             fields.append(f"Remote-MTA: dns; {r.remote_host}")
@@ -199,7 +220,7 @@ def _status(recipient: QueuedRecipient, kind: ReportKind) -> str:
     """The enhanced status (RFC 3463) of the last reply, or a generic one of the right class."""
     if recipient.last_enhanced:
         return recipient.last_enhanced
-    return "5.0.0" if kind == "failure" else "4.0.0"
+    return {"failure": "5.0.0", "delay": "4.0.0", "success": "2.0.0"}[kind]
 
 
 def _reason(recipient: QueuedRecipient) -> str:

@@ -77,6 +77,8 @@ class RecipientResult:
     text: str
     #: the host that answered (a bounce's Remote-MTA)
     remote_host: str | None
+    #: the server offers DSN and was given NOTIFY/ORCPT: it sends the notices (RFC 3461 §5.2.2)
+    dsn_relayed: bool = False
 
     @property
     def status(self) -> Literal["delivered", "deferred", "failed"]:
@@ -263,13 +265,22 @@ class SMTPClient:
                     _, protocol = await loop.create_connection(lambda: _Protocol(conn), host, port)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"cannot connect to {where}: {exc}", temporary=True) from exc
-        client = cls(server_name or host, options, protocol)
-        try:
-            await client._open()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await cls(server_name or host, options, protocol)._opened()
+
+    @classmethod
+    async def over(
+        cls, transport: asyncio.Transport, host: str, options: ClientOptions
+    ) -> SMTPClient:
+        """Be the client on a connection that exists: ATRN (RFC 2645) turned it around.
+
+        Takes ``transport`` over from its protocol, waits for the peer's
+        greeting and greets as ``options`` say (as ``connect`` does).
+        """
+        protocol = _Protocol(ClientConnection(lmtp=options.lmtp))
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        transport.resume_reading()  # the server side paused it while it decided
+        return await cls(host, options, protocol)._opened()
 
     async def __aenter__(self) -> SMTPClient:
         return self
@@ -292,6 +303,15 @@ class SMTPClient:
         return self._conn.tls_active
 
     # --- the session ----------------------------------------------------------
+    async def _opened(self) -> SMTPClient:
+        """``_open``, closing the connection if that fails."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
     async def _open(self) -> None:
         greeting = await self._reply("GREETING")
         if greeting.code != 220:
@@ -445,6 +465,7 @@ class SMTPClient:
                         reply.enhanced,
                         reply.text,
                         None if reply.local else self.host,
+                        not reply.local and self._conn.extensions.dsn,
                     )
                     for rcpt, reply in zip(recipients, event.results, strict=True)
                 ]

@@ -79,6 +79,8 @@ _MESSAGE_COLUMNS = "id, mail_from, created, dsn_ret, dsn_envid, smtputf8, body_t
 # states kept in the index for mailq and bounces, not replies sent on the wire.
 _ADMIN_BOUNCE = (550, "5.0.0", "bounced by the administrator")
 _LOST = (None, "5.3.0", "message file missing from the spool; the content is lost")
+# The recipient column that says a report of this kind is queued.
+_NOTIFIED = {"failure": "failure_notified", "delay": "delay_notified"}
 
 
 @dataclass(slots=True)
@@ -275,19 +277,22 @@ class Queue:
         whose NOTIFY or null sender wants no report (``wants_bounce``) are
         only marked, with a log line for failures. Returns the report's
         queue id, or ``None`` when no report was due. A message whose
-        content is lost is reported without it.
+        content is lost is reported without it. A ``success`` notice (the
+        scheduler sends one for recipients it has just recorded delivered)
+        marks nothing; a crash between that record and this commit loses it.
         """
-        flag = "failure_notified" if kind == "failure" else "delay_notified"
-        todo = [r for r in recipients if not getattr(r, flag)]
+        flag = _NOTIFIED.get(kind)
+        todo = [r for r in recipients if flag is None or not getattr(r, flag)]
         wanted = [r for r in todo if wants_bounce(message, r, kind)]
         for r in todo:
             if kind == "failure" and r not in wanted:
                 notify = ",".join(sorted(r.dsn.notify))
                 why = "the sender is <>" if message.mail_from == "" else f"NOTIFY={notify}"
                 log.warning("%s: <%s> failed; no report (%s)", message.id, r.address, why)
-        mark = (message.id, [r.address for r in todo], kind)
+        # A success notice marks nothing: a recipient is recorded delivered once.
+        mark = (message.id, [r.address for r in todo], kind) if flag else None
         if not wanted:
-            if todo:
+            if todo and mark is not None:
                 with self._locked() as db, begin(db):
                     _mark(db, *mark)
             return None
@@ -361,6 +366,13 @@ class Queue:
             rows = db.execute("SELECT id FROM messages ORDER BY created, id").fetchall()
             return _load(db, [row[0] for row in rows])
 
+    def holds(self, domains: Sequence[str]) -> bool:
+        """Whether an open recipient of one of ``domains`` (lowercase) is queued (ATRN)."""
+        marks = ",".join("?" * len(domains))
+        sql = f"SELECT 1 FROM recipients WHERE {_IS_OPEN} AND domain_of(address) IN ({marks})"
+        with self._locked() as db:
+            return db.execute(sql + " LIMIT 1", tuple(domains)).fetchone() is not None
+
     def content_path(self, queue_id: str) -> Path:
         """The spool file holding the message's content: read it, never write it."""
         if not _spool.VALID_ID.fullmatch(queue_id):
@@ -422,13 +434,21 @@ class Queue:
             sql = f"UPDATE recipients SET next_attempt = ? WHERE queue_id = ? AND {_IS_OPEN}"
             db.execute(sql, (now, queue_id))
 
-    def flush(self, domain: str | None, now: float) -> int:
-        """Make deferred recipients (of ``domain`` only, if given) due now; how many."""
+    def flush(self, domain: str | None, now: float, *, subdomains: bool = False) -> int:
+        """Make deferred recipients (of ``domain`` only, if given) due now; how many.
+
+        ``subdomains``: also those of every subdomain of ``domain`` (ETRN ``@domain``).
+        """
         sql = "UPDATE recipients SET next_attempt = ? WHERE status = 'deferred'"
         args: tuple[object, ...] = (now,)
         if domain:
-            sql += " AND domain_of(address) = ?"
-            args += (_spool.domain_of(f"@{domain}"),)
+            name = _spool.domain_of(f"@{domain}")
+            sql += " AND (domain_of(address) = ?"
+            args += (name,)
+            if subdomains:  # a suffix test, not LIKE: "_" in a name is no wildcard
+                sql += " OR substr(domain_of(address), -?) = ?"
+                args += (len(name) + 1, f".{name}")
+            sql += ")"
         with self._locked() as db, begin(db):
             return db.execute(sql, args).rowcount
 
@@ -532,7 +552,7 @@ def _recipient(row: sqlite3.Row) -> QueuedRecipient:
 
 
 def _mark(db: sqlite3.Connection, queue_id: str, recipients: Sequence[str], kind: str) -> None:
-    column = {"failure": "failure_notified", "delay": "delay_notified"}[kind]
+    column = _NOTIFIED[kind]
     db.executemany(
         f"UPDATE recipients SET {column} = 1 WHERE queue_id = ? AND address = ?",
         [(queue_id, address) for address in recipients],

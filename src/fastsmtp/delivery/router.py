@@ -3,7 +3,8 @@
 ``Router.decide(recipient)`` is pure and cheap (no DNS): a recipient in a
 local domain (or the bare ``postmaster``) is ``Local``; a domain with a
 ``smarthost_routes`` entry, or any domain when ``smarthost`` is set, goes to
-that ``Smarthost``; everything else is ``MX(domain)``. Alias expansion has
+that ``Smarthost``; a domain in ``hold_domains`` (the ``atrn_domains``) is
+``Hold``: it waits for ATRN; everything else is ``MX(domain)``. Alias expansion has
 happened before (at enqueue), so the recipients seen here are final.
 
 ``Router.targets(route)`` turns a remote route into the addresses to try,
@@ -26,7 +27,7 @@ from ..protocol import replies as R
 from ..relay import RelayPolicy
 from .mx import DeliveryError, MXResolver, address_literal
 
-__all__ = ["MX", "Local", "MailLoop", "Route", "Router", "Smarthost", "Target"]
+__all__ = ["MX", "Hold", "Local", "MailLoop", "Route", "Router", "Smarthost", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,17 @@ class MX:
         return f"MX of {self.domain}"
 
 
-Route = Local | Smarthost | MX
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Kept in the queue for ``domain``'s owner to fetch with ATRN (RFC 2645)."""
+
+    domain: str
+
+    def __str__(self) -> str:
+        return f"ATRN hold for {self.domain}"
+
+
+Route = Local | Smarthost | MX | Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,7 @@ class Router:
         delivery_port: int = 25,
         smarthost: str | None = None,
         smarthost_routes: Mapping[str, str] | None = None,
+        hold_domains: Iterable[str] = (),
     ) -> None:
         self.policy = policy
         self.resolver = resolver
@@ -105,6 +117,7 @@ class Router:
             domain.lower().rstrip("."): _smarthost(target, "smarthost_routes")
             for domain, target in (smarthost_routes or {}).items()
         }
+        self.hold_domains = frozenset(d.lower().rstrip(".") for d in hold_domains)
         self._ours: set[tuple[str, int]] = set()
         self._wildcard_ports: set[int] = set()
         self._host_addresses: frozenset[str] = frozenset()
@@ -125,6 +138,8 @@ class Router:
         if self.policy.is_local(recipient):
             return Local()
         domain = recipient_domain(recipient)
+        if domain in self.hold_domains:
+            return Hold(domain)
         routed = self.routes.get(domain) or self.smarthost
         if routed is not None:
             return routed

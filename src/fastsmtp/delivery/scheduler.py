@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .._outcome import BadOutcome, message_replies
 from ..handler import bind_hooks
@@ -53,7 +53,7 @@ from ..wire import xtext_encode
 from .client import ClientOptions, ConnectFailed, RecipientResult, SMTPClient
 from .mx import DeliveryError
 from .queue import Queue, QueuedMessage, QueuedRecipient
-from .router import MX, Local, Route, Router, Smarthost, Target
+from .router import MX, Hold, Local, Route, Router, Smarthost, Target, recipient_domain
 
 __all__ = ["RetryPolicy", "Scheduler"]
 
@@ -236,6 +236,8 @@ class Scheduler:
                 try:
                     if isinstance(route, Local):
                         await self._deliver_local(batch, outcomes)
+                    elif isinstance(route, Hold):  # deferred until its owner says ATRN
+                        _answer_all(batch, outcomes, R.HELD_FOR_ATRN)
                     else:
                         await self._deliver_remote(route, batch, outcomes)
                 except Exception as exc:  # e.g. an admin deleted the message meanwhile
@@ -330,23 +332,57 @@ class Scheduler:
                         else _result(r.address, R.CONNECT_FAILED, target.name, exc)
                     )
             return batch
-        retry_next: Batch = []
         try:
-            for message, rcpts in batch:
-                # send() answers every recipient, even when the connection dies.
-                results = await self._send(client, message, rcpts)
-                deferred = []
-                for r, result in zip(rcpts, results, strict=True):
-                    outcomes[message.id, r.address] = result
-                    if result.status == "deferred":
-                        deferred.append(r)
-                if deferred:
-                    retry_next.append((message, deferred))
+            retry_next = await self._send_all(client, batch, outcomes)
             with contextlib.suppress(ConnectFailed, OSError, ssl.SSLError, TimeoutError):
                 await client.quit()
         finally:
             await client.close()
         return retry_next
+
+    async def _send_all(
+        self, client: SMTPClient, batch: Batch, outcomes: dict[tuple[str, str], RecipientResult]
+    ) -> Batch:
+        """Send every message of ``batch`` over ``client``; return the deferred part."""
+        retry_next: Batch = []
+        for message, rcpts in batch:
+            # send() answers every recipient, even when the connection dies.
+            results = await self._send(client, message, rcpts)
+            deferred = []
+            for r, result in zip(rcpts, results, strict=True):
+                outcomes[message.id, r.address] = result
+                if result.status == "deferred":
+                    deferred.append(r)
+            if deferred:
+                retry_next.append((message, deferred))
+        return retry_next
+
+    async def deliver_held(self, client: SMTPClient, domains: Sequence[str]) -> None:
+        """ATRN (RFC 2645): send the open mail of ``domains`` over ``client``, and record it.
+
+        ``client`` is the connection its owner turned around. Held mail
+        goes nowhere else (its route is ``Hold``), so even recipients the
+        poll is recording as held just now are sent: whichever record comes
+        last finds a delivered recipient closed and leaves it so.
+        """
+        wanted = frozenset(domains)
+        batch: Batch = []
+        for message in await asyncio.to_thread(self.queue.list):
+            rcpts = [
+                r for r in message.recipients if r.open and recipient_domain(r.address) in wanted
+            ]
+            if rcpts:
+                batch.append((message, rcpts))
+        keys = {(m.id, r.address) for m, rcpts in batch for r in rcpts}
+        self._inflight |= keys
+        outcomes: dict[tuple[str, str], RecipientResult] = {}
+        try:
+            await self._send_all(client, batch, outcomes)
+            route = Hold(",".join(sorted(wanted)))
+            await asyncio.to_thread(self._record, route, batch, outcomes)
+        finally:
+            self._inflight -= keys
+        self.wake()  # notices were queued
 
     async def _send(
         self, client: SMTPClient, message: QueuedMessage, rcpts: Sequence[QueuedRecipient]
@@ -376,6 +412,7 @@ class Scheduler:
         where = "local" if isinstance(route, Local) else str(route)
         for message, rcpts in batch:
             expired = now >= message.created + self.retry.queue_lifetime
+            delivered: list[QueuedRecipient] = []
             for r in rcpts:
                 result = outcomes.get((message.id, r.address))
                 if result is None:  # no address was left to try
@@ -397,7 +434,7 @@ class Scheduler:
                     enhanced or "",
                     " ".join(text.split()),
                 )
-                self.queue.record(
+                recorded = self.queue.record(
                     message.id,
                     r.address,
                     status,
@@ -407,6 +444,22 @@ class Scheduler:
                     remote_host=result.remote_host,
                     next_attempt=self.retry.next_attempt(r.attempts, now),
                     now=now,
+                )
+                if recorded and status == "delivered" and not result.dsn_relayed:
+                    delivered.append(
+                        replace(
+                            r,
+                            status=status,
+                            last_code=code,
+                            last_enhanced=enhanced,
+                            last_text=text,
+                            remote_host=result.remote_host,
+                            last_attempt=now,
+                        )
+                    )
+            if delivered:  # NOTIFY=SUCCESS (RFC 3461 §4.1); report() checks who asked
+                self.queue.report(
+                    message, delivered, "success", reporting_mta=self.hostname, now=now
                 )
             self._settle(message.id)
 
@@ -443,6 +496,14 @@ class Scheduler:
                 )
         if message.finished:
             self.queue.remove(queue_id)
+
+
+def _answer_all(
+    batch: Batch, outcomes: dict[tuple[str, str], RecipientResult], reply: Reply
+) -> None:
+    for message, rcpts in batch:
+        for r in rcpts:
+            outcomes[message.id, r.address] = _result(r.address, reply, None)
 
 
 def _result(

@@ -21,6 +21,7 @@ start and stop it with the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -28,13 +29,14 @@ import ssl
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..config import ConfigError, Settings
-from ..delivery.client import ClientOptions
+from ..delivery.client import ClientOptions, ConnectFailed, SMTPClient
 from ..delivery.mx import MXResolver
 from ..delivery.queue import Queue
 from ..delivery.router import Router
 from ..delivery.scheduler import RetryPolicy, Scheduler
 from ..handler import Handler
 from ..protocol import replies as R
+from ..protocol.events import Atrn, Etrn
 from ..protocol.replies import Reply
 from ..relay import RelayPolicy
 from ..session import Address, Envelope, RecipientDSN, Session
@@ -74,6 +76,7 @@ class Relay(Handler):
 
             self.aliases = Aliases.from_file(settings.aliases, local_domains=settings.local_domains)
         routes = dict(route.split("=", 1) for route in settings.smarthost_routes)
+        self.atrn_owners = atrn_owners(settings.atrn_domains)
         self.router = Router(
             self.policy,
             MXResolver(settings.dns_servers),
@@ -81,6 +84,7 @@ class Relay(Handler):
             delivery_port=settings.delivery_port,
             smarthost=settings.smarthost,
             smarthost_routes=routes,
+            hold_domains=self.atrn_owners,
         )
         retry = RetryPolicy(
             settings.retry_first,
@@ -158,6 +162,63 @@ class Relay(Handler):
         expanded = self._expand(address)
         return R.expansion(expanded) if expanded else missing
 
+    async def on_etrn(self, session: Session, request: Etrn) -> Reply:
+        """ETRN (RFC 1985): retry the deferred mail of a domain now.
+
+        Only for clients that may relay (AUTH or ``relay_networks``), as
+        Postfix does by default: anyone else could make this server hammer
+        a destination, and learn whether mail waits for a domain.
+        """
+        if not self.policy.may_relay(session):
+            log.info("%s: ETRN %s refused for %s", session.id, request.node, session.peer)
+            return R.etrn_not_allowed(request.node)
+        if request.kind == "queue":  # the queue has no named parts
+            return R.etrn_unable(request.node)
+        subdomains = request.kind == "subdomains"
+        now = self.scheduler.now()
+        count = await asyncio.to_thread(self.queue.flush, request.name, now, subdomains=subdomains)
+        log.info("%s: ETRN %s: %d deferred recipients due now", session.id, request.node, count)
+        if not count:
+            return R.etrn_nothing(request.node)
+        self.scheduler.wake()
+        return R.etrn_started(request.node)
+
+    async def on_atrn(self, session: Session, request: Atrn) -> Reply | None:
+        """ATRN (RFC 2645): 250 when the client owns the domains and mail waits for them."""
+        domains = self._atrn_domains(session, request)
+        if not domains:
+            log.info("%s: ATRN %s refused for %s", session.id, request.domains, session.auth)
+            return R.ATRN_REFUSED
+        if not await asyncio.to_thread(self.queue.holds, domains):
+            return R.ATRN_NO_MAIL
+        return None
+
+    async def on_turn(self, session: Session, request: Atrn, transport: asyncio.Transport) -> None:
+        """Deliver the held mail as the SMTP client over the turned-around connection."""
+        domains = self._atrn_domains(session, request)
+        options = ClientOptions(
+            helo_name=self.settings.hostname,
+            tls="none",  # the session's own TLS (if any) goes on underneath
+            command_timeout=self.settings.command_timeout,
+        )
+        try:
+            client = await SMTPClient.over(transport, session.host_name or "atrn-client", options)
+        except ConnectFailed as exc:
+            log.info("%s: ATRN: the client did not take over: %s", session.id, exc)
+            return
+        try:
+            await self.scheduler.deliver_held(client, domains)
+            with contextlib.suppress(ConnectFailed, OSError, TimeoutError):
+                await client.quit()
+        finally:
+            await client.close()
+
+    def _atrn_domains(self, session: Session, request: Atrn) -> tuple[str, ...]:
+        """The domains asked for (all the client's if none), or () when one is not its own."""
+        owned = [d for d, user in self.atrn_owners.items() if user == session.auth]
+        asked = request.domains or tuple(sorted(owned))
+        return asked if session.auth and set(asked) <= set(owned) else ()
+
     def on_message(self, session: Session, envelope: Envelope) -> Reply | None:
         """Refuse loops; expand aliases; enqueue durably (runs in the thread pool)."""
         content = envelope.content or b""
@@ -213,6 +274,17 @@ def _dsns(envelope: Envelope) -> list[RecipientDSN]:
     if len(envelope.rcpt_dsn) == len(envelope.rcpt_tos):
         return envelope.rcpt_dsn
     return [RecipientDSN()] * len(envelope.rcpt_tos)
+
+
+def atrn_owners(entries: tuple[str, ...]) -> dict[str, str]:
+    """``atrn_domains`` (``DOMAIN=USER`` each) as domain -> the user who may ATRN it."""
+    owners: dict[str, str] = {}
+    for entry in entries:
+        domain, sep, user = entry.partition("=")
+        if not sep or not domain.strip() or not user.strip():
+            raise ConfigError(f"atrn_domains: {entry!r} is not DOMAIN=USER")
+        owners[domain.strip().lower().rstrip(".")] = user.strip()
+    return owners
 
 
 def smarthost_options(settings: Settings) -> ClientOptions:

@@ -9,17 +9,20 @@ was due.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..session import Envelope, RecipientDSN
 from .replies import Reply
 
 __all__ = [
     "NEED_DATA",
+    "Atrn",
     "AuthResult",
     "Authenticate",
     "BodyChunk",
     "Closed",
     "DataStarted",
+    "Etrn",
     "Event",
     "Expand",
     "Hello",
@@ -88,6 +91,33 @@ class Expand:
     """*Decision*: EXPN; the default answer is 502 (RFC 5321 §3.5.2)."""
 
     argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Etrn:
+    """*Decision*: ETRN (RFC 1985); the default answer is 458 (no queue to start).
+
+    ``node`` is the argument as given; ``name`` the domain (lowercased) or
+    queue name; ``kind`` says which: ``domain``, ``subdomains`` (``@domain``)
+    or ``queue`` (``#name``).
+    """
+
+    node: str
+    name: str
+    kind: Literal["domain", "subdomains", "queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class Atrn:
+    """*Decision*: ATRN (RFC 2645) from an authenticated client; default answer 451.
+
+    ``domains`` are those asked for (lowercased; empty: all of the client's).
+    Accepting (a 2xx, by default ``250 OK now reversing the connection``)
+    ends the server side: the I/O layer then speaks as the SMTP client on the
+    same transport and delivers the mail held for those domains.
+    """
+
+    domains: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +198,8 @@ Event = (
     | RcptTo
     | Verify
     | Expand
+    | Etrn
+    | Atrn
     | DataStarted
     | BodyChunk
     | MessageEnd

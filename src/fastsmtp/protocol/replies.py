@@ -204,6 +204,40 @@ NO_VALID_RECIPIENTS = Reply(503, "5.5.1", "Error: no valid recipients")
 # --- policy ----------------------------------------------------------------
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 
+# --- ETRN (RFC 1985 §5) and ATRN (RFC 2645 §4) --------------------------------
+SYNTAX_ETRN = Reply(501, "5.5.4", "Syntax: ETRN domain | @domain | #queue")
+ETRN_IN_TRANSACTION = Reply(503, "5.5.1", "Error: ETRN not permitted during a mail transaction")
+
+
+def etrn_started(node: str) -> Reply:
+    """252: deferred mail for ``node`` is being retried now."""
+    return Reply(252, "2.0.0", f"OK, pending messages for node {node} started")
+
+
+def etrn_nothing(node: str) -> Reply:
+    """251: no deferred mail is waiting for ``node``."""
+    return Reply(251, "2.0.0", f"OK, no messages waiting for node {node}")
+
+
+def etrn_unable(node: str) -> Reply:
+    """458: this server keeps no queue for ``node`` (no queue, or a named queue)."""
+    return Reply(458, "4.3.0", f"Unable to queue messages for node {node}")
+
+
+def etrn_not_allowed(node: str) -> Reply:
+    """459: this client may not start the queue (only clients that may relay may)."""
+    return Reply(459, "4.7.1", f"Node {node} not allowed: ETRN not permitted for this client")
+
+
+SYNTAX_ATRN = Reply(501, "5.5.4", "Syntax: ATRN [domain[,domain]...]")
+ATRN_IN_TRANSACTION = Reply(503, "5.5.1", "Error: ATRN not permitted during a mail transaction")
+ATRN_REVERSING = Reply(250, "2.0.0", "OK now reversing the connection")
+ATRN_REFUSED = Reply(450, "4.7.1", "ATRN request refused: not your domain")
+ATRN_UNAVAILABLE = Reply(451, "4.3.0", "Unable to process ATRN request now")
+ATRN_NO_MAIL = Reply(453, "4.4.0", "You have no mail")
+# What the queue records for mail held for its domain's ATRN (deferred until fetched).
+HELD_FOR_ATRN = Reply(450, "4.4.0", "held until the domain's owner fetches it with ATRN")
+
 # --- AUTH (RFC 4954 §4, §6) -------------------------------------------------
 AUTH_SUCCESS = Reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")

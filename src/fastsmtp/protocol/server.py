@@ -53,13 +53,16 @@ from ..wire import (
 )
 from . import replies as R
 from .dsn import parse_envid, parse_ret, recipient_dsn
+from .etrn import parse_atrn, parse_etrn
 from .events import (
     NEED_DATA,
+    Atrn,
     Authenticate,
     AuthResult,
     BodyChunk,
     Closed,
     DataStarted,
+    Etrn,
     Event,
     Expand,
     Hello,
@@ -124,6 +127,18 @@ _SEQUENCE: dict[str, dict[State, Reply]] = {
         State.MAIL: R.AUTH_IN_TRANSACTION,
         State.RCPT: R.AUTH_IN_TRANSACTION,
         State.CHUNKS: R.AUTH_IN_TRANSACTION,
+    },
+    "ETRN": {
+        State.CONNECTED: R.NEED_HELO,
+        State.MAIL: R.ETRN_IN_TRANSACTION,
+        State.RCPT: R.ETRN_IN_TRANSACTION,
+        State.CHUNKS: R.ETRN_IN_TRANSACTION,
+    },
+    "ATRN": {
+        State.CONNECTED: R.NEED_EHLO,
+        State.MAIL: R.ATRN_IN_TRANSACTION,
+        State.RCPT: R.ATRN_IN_TRANSACTION,
+        State.CHUNKS: R.ATRN_IN_TRANSACTION,
     },
 }
 # BDAT has no entry: a chunk is consumed even when refused (RFC 3030 §2),
@@ -196,7 +211,9 @@ class ServerConnection:
         self._errors = 0
         self._transactions = 0  # MAIL commands accepted (max_transactions)
         self._out: list[bytes] = []
-        self._extensions = tuple(extensions)
+        self._extensions = (*extensions, "ETRN") if settings.etrn else tuple(extensions)
+        if settings.atrn_domains:
+            self._extensions += ("ATRN",)
         self._body_types = (
             ("7BIT", "8BITMIME", "BINARYMIME")
             if settings.chunking and settings.binarymime
@@ -430,6 +447,14 @@ class ServerConnection:
 
     def _respond_expn(self, event: Expand, reply: Reply | None, accept: bool) -> Reply:
         return reply or R.EXPN_DISABLED
+
+    def _respond_etrn(self, event: Etrn, reply: Reply | None, accept: bool) -> Reply:
+        return reply or R.etrn_unable(event.node)
+
+    def _respond_atrn(self, event: Atrn, reply: Reply | None, accept: bool) -> Reply:
+        if accept:  # RFC 2645 §4: the roles reverse; this side of SMTP is over
+            self._close("ATRN: the connection is turned around")
+        return reply or R.ATRN_REVERSING
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
@@ -765,6 +790,20 @@ class ServerConnection:
         self._send(R.AUTH_SUCCESS if outcome.identity else R.AUTH_FAILED)
         return outcome
 
+    def _etrn(self, args: bytes) -> Event | None:
+        if not self.settings.etrn:
+            return self._bad(R.NOT_IMPLEMENTED)
+        request = parse_etrn(args)
+        return self._bad(request) if isinstance(request, Reply) else self._decide(request)
+
+    def _atrn(self, args: bytes) -> Event | None:
+        if not self.settings.atrn_domains:
+            return self._bad(R.NOT_IMPLEMENTED)
+        if not self.session.auth:  # RFC 2645 §4: ATRN only after AUTH
+            return self._bad(R.AUTH_REQUIRED)
+        request = parse_atrn(args)
+        return self._bad(request) if isinstance(request, Reply) else self._decide(request)
+
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
@@ -789,6 +828,8 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "STARTTLS": ServerConnection._starttls_command,
         "BDAT": ServerConnection._bdat,
         "AUTH": ServerConnection._auth,
+        "ETRN": ServerConnection._etrn,
+        "ATRN": ServerConnection._atrn,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()
@@ -802,6 +843,8 @@ _RESPONDERS: dict[type, Responder] = {
     MessageEnd: ServerConnection._respond_message,
     Verify: ServerConnection._respond_vrfy,
     Expand: ServerConnection._respond_expn,
+    Etrn: ServerConnection._respond_etrn,
+    Atrn: ServerConnection._respond_atrn,
     Authenticate: ServerConnection._respond_auth,
 }
 

@@ -49,6 +49,10 @@ class Handler:
     decides ATRN (None: 250, reversing) and ``on_turn(session, request,
     transport)`` then delivers as the client over the transport (``Relay``).
 
+    While ``on_helo`` decides, ``session.extended`` says which command it
+    is deciding: true for EHLO (and LHLO), false for HELO. A 250 it returns
+    answers HELO; EHLO is always answered with the extensions enabled.
+
     ``on_mail`` and ``on_rcpt`` run before the address is added to the
     envelope: the envelope shows what was accepted so far. A 250 reply to
     DATA is sent only after ``on_message`` returns, so a handler that

@@ -493,9 +493,7 @@ def test_starttls_session_matches_aiosmtpd(
 
 
 # --- what fastsmtp cannot honour is refused at construction -------------------
-@pytest.mark.parametrize(
-    "hook", ["handle_HELO", "handle_EHLO", "handle_AUTH", "handle_STARTTLS", "handle_PROXY"]
-)
+@pytest.mark.parametrize("hook", ["handle_AUTH", "handle_STARTTLS", "handle_PROXY"])
 def test_hooks_fastsmtp_cannot_honour_raise(hook):
     async def anything(*args):
         return "250 OK"
@@ -744,6 +742,36 @@ Step = tuple[str, tuple[Any, ...], bool]
 DOTTED_MESSAGE = MESSAGE + b".a line that starts with a dot\r\n"
 UTF8_MESSAGE = "Subject: Grüße\r\nFrom: jörg@example.com\r\n\r\nÄpfel und Birnen\r\n".encode()
 
+
+class GreetingPolicy(LocalDomainOnly):
+    """handle_HELO/handle_EHLO refuse one name and, as the contract says, record the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.greetings: list[tuple[str, str, bool]] = []
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        self.greetings.append(("HELO", hostname, session.extended_smtp))
+        if hostname == "spammer.example":
+            return "550 Go away"
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.greetings.append(("EHLO", hostname, session.extended_smtp))
+        if hostname == "spammer.example":
+            return ["550 Go away"]
+        session.host_name = hostname
+        return responses
+
+
+class ForgetfulGreeting(LocalDomainOnly):
+    """An EHLO hook that accepts but forgets session.host_name: MAIL is refused."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        return responses
+
+
 SESSIONS: dict[str, tuple[type, list[Step]]] = {
     "documented-example": (
         LocalDomainOnly,
@@ -825,6 +853,37 @@ SESSIONS: dict[str, tuple[type, list[Step]]] = {
             ("quit", (), False),
         ],
     ),
+    "helo-hooks": (
+        GreetingPolicy,
+        [
+            ("helo", ("spammer.example",), True),
+            ("mail", ("a@example.com",), False),
+            ("helo", ("client.example",), True),
+            ("mail", ("a@example.com",), False),
+            ("rcpt", ("b@example.com",), True),
+            ("data", (MESSAGE,), True),
+            ("quit", (), False),
+        ],
+    ),
+    "ehlo-hooks": (
+        GreetingPolicy,
+        [
+            ("ehlo", ("spammer.example",), True),
+            ("ehlo", ("client.example",), False),
+            ("mail", ("a@example.com",), False),
+            ("rcpt", ("b@example.com",), True),
+            ("data", (MESSAGE,), True),
+            ("quit", (), False),
+        ],
+    ),
+    "ehlo-hook-without-host-name": (
+        ForgetfulGreeting,
+        [
+            ("ehlo", ("client.example",), False),
+            ("mail", ("a@example.com",), False),
+            ("quit", (), False),
+        ],
+    ),
     "helo-session": (
         LocalDomainOnly,
         [
@@ -866,7 +925,7 @@ def test_same_replies_and_envelopes_as_aiosmtpd(name, fastsmtp_controller, aiosm
     ours = _run(fastsmtp_controller(ours_handler), steps)
     _compare(steps, theirs, ours)
     assert ours_handler.seen == theirs_handler.seen
-    for attribute in ("resets", "errors"):
+    for attribute in ("resets", "errors", "greetings"):
         if hasattr(theirs_handler, attribute):
             assert repr(getattr(ours_handler, attribute)) == repr(
                 getattr(theirs_handler, attribute)

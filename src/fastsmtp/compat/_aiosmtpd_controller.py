@@ -108,6 +108,7 @@ def build_server(handler: object, **smtp_parameters: Any) -> Server:
         decode_data=decode_data,
         ident=ident,
         received_header=received_header,
+        starttls=tls_context is not None,
     )
     compat_authenticator = None
     if authenticator is not None or auth_callback is not None:

@@ -46,12 +46,6 @@ _SKIPPED_HOOKS = {
 }
 # ... or an error, because ignoring them would change what the handler decides.
 _UNSUPPORTED_HOOKS = {
-    "handle_HELO": "fastsmtp's on_helo hook is not told whether the client sent HELO or "
-    "EHLO; remove the hook (fastsmtp sets session.host_name itself) or write a fastsmtp "
-    "Handler with on_helo",
-    "handle_EHLO": "fastsmtp's on_helo hook is not told whether the client sent HELO or "
-    "EHLO, and fastsmtp advertises the extensions its settings enable; remove the hook "
-    "(fastsmtp sets session.host_name itself) or write a fastsmtp Handler with on_helo",
     "handle_AUTH": "fastsmtp runs the AUTH exchange itself; give the Controller an "
     "authenticator= (or auth_callback=) to decide logins",
     "handle_STARTTLS": "fastsmtp has no hook into the TLS handshake",
@@ -190,14 +184,22 @@ class HandlerAdapter(Handler):
         decode_data: bool = False,
         ident: str | None = None,
         received_header: bool = False,
+        starttls: bool = False,
     ) -> None:
         self.handler = handler
         self.settings = settings or Settings()
         self.decode_data = decode_data
         self.ident = ident
         self.received_header = received_header
+        #: the server offers STARTTLS (for the lines handle_EHLO is shown)
+        self.starttls_offered = starttls
         self._connections: dict[str, _Connection] = {}
         _check_hooks(handler)
+        self._helo = _hook(handler, "handle_HELO")
+        self._ehlo = _hook(handler, "handle_EHLO")
+        # aiosmtpd's old handle_EHLO(server, session, envelope, hostname) returns
+        # a status; the new one also takes the reply lines and returns them.
+        self._ehlo_takes_lines = self._ehlo is not None and _arity(self._ehlo) >= 5
         self._mail = _hook(handler, "handle_MAIL")
         self._rcpt = _hook(handler, "handle_RCPT")
         self._data = _hook(handler, "handle_DATA")
@@ -220,12 +222,50 @@ class HandlerAdapter(Handler):
         return Reply(220, None, f"{self.settings.hostname} {self.ident}")
 
     async def on_helo(self, session: NativeSession, host_name: str) -> Reply | None:
-        """aiosmtpd starts a new envelope on every HELO/EHLO."""
+        """``handle_HELO``/``handle_EHLO``; aiosmtpd starts a new envelope on either.
+
+        As in aiosmtpd, a hook that accepts must set ``session.host_name``
+        itself. ``handle_EHLO`` gets aiosmtpd-style reply lines for the
+        extensions fastsmtp offers; if its last line is a 2xx, fastsmtp
+        answers with its own extension list, else that line refuses EHLO.
+        """
         conn = self._connection(session)
         conn.reset_by_helo = conn.native is not None and conn.native.mail_from is not None
         conn.new_envelope()
-        conn.session.host_name = host_name
-        return None
+        hook = self._ehlo if session.extended else self._helo
+        if hook is None:
+            conn.session.host_name = host_name
+            return None
+        if not session.extended or not self._ehlo_takes_lines:
+            # RFC 2034 §3: no enhanced code on the reply to HELO/EHLO.
+            return await self._call(conn, hook, host_name, success=None)
+        lines = self._ehlo_lines(session)
+        try:
+            answer = await invoke(hook, conn.view, conn.session, conn.envelope, host_name, lines)
+        except Exception as error:
+            return await self._handle_exception(conn, hook, error)
+        if not isinstance(answer, list) or not answer or not isinstance(answer[-1], str):
+            wrong = StatusError(f"{_name(hook)}: returned {answer!r}, not a list of reply lines")
+            return await self._handle_exception(conn, hook, wrong)
+        last = answer[-1]
+        if last[:1] == "2":
+            return None
+        try:
+            return parse_status(last)
+        except StatusError as bad:
+            return await self._handle_exception(conn, hook, StatusError(f"{_name(hook)}: {bad}"))
+
+    def _ehlo_lines(self, session: NativeSession) -> list[str]:
+        """What aiosmtpd would hand ``handle_EHLO``: ``250-`` lines, then ``250 HELP``."""
+        settings = self.settings
+        lines = [f"250-{settings.hostname}", f"250-SIZE {settings.max_message_size}"]
+        if settings.eightbitmime:
+            lines.append("250-8BITMIME")
+        if settings.smtputf8:
+            lines.append("250-SMTPUTF8")
+        if self.starttls_offered and not session.tls:
+            lines.append("250-STARTTLS")
+        return [*lines, "250 HELP"]
 
     async def on_mail(
         self, session: NativeSession, envelope: NativeEnvelope, sender: Address
@@ -344,7 +384,7 @@ class HandlerAdapter(Handler):
         return conn
 
     async def _call(
-        self, conn: _Connection, hook: HookFn, *args: Any, success: str = "2.0.0"
+        self, conn: _Connection, hook: HookFn, *args: Any, success: str | None = "2.0.0"
     ) -> Reply:
         """Call a hook as aiosmtpd does; an error goes to handle_exception or is 451."""
         try:
@@ -409,6 +449,14 @@ def _hook(handler: object, name: str) -> HookFn | None:
     if fn is not None and not callable(fn):
         raise TypeError(f"{type(handler).__name__}.{name} must be callable")
     return fn
+
+
+def _arity(fn: HookFn) -> int:
+    """How many positional parameters ``fn`` takes (bound ``self`` excluded)."""
+    try:
+        return len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin or C callable: assume the new form
+        return 5
 
 
 def _name(hook: HookFn) -> str:

@@ -33,7 +33,7 @@ class StatusError(TypeError):
     """A hook returned something that is not an SMTP status string."""
 
 
-def parse_status(status: object, *, success: str = "2.0.0") -> Reply:
+def parse_status(status: object, *, success: str | None = "2.0.0") -> Reply:
     """The ``Reply`` a status string stands for.
 
     ``status`` is what an aiosmtpd hook returned: ``"250 OK"``, ``"550 5.1.1
@@ -59,6 +59,7 @@ def parse_status(status: object, *, success: str = "2.0.0") -> Reply:
     if code // 100 not in (2, 4, 5) or any(c != code for c in codes):
         raise StatusError(f"a hook's reply must be one 2xx, 4xx or 5xx code, not {status!r}")
     first = texts[-1].split(" ", 1)[0]
+    enhanced: str | None
     if _ENHANCED.match(first) and first[0] == str(code)[0]:
         enhanced = first
         texts = [t[len(first) :].lstrip(" ") if t.split(" ", 1)[0] == first else t for t in texts]

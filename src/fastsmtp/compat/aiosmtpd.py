@@ -38,9 +38,12 @@ already said 354 to DATA).
 answers those commands itself and has no hook for them, so a handler that
 defines them gets an ``UnsupportedHookWarning`` at construction. The reply
 to RSET is always ``250``; ``handle_RSET`` runs for its side effects.
-``handle_HELO`` and ``handle_EHLO`` (fastsmtp's ``on_helo`` is not told
-which of the two the client sent), ``handle_STARTTLS`` (fastsmtp has no
-hook into the handshake), ``handle_AUTH`` and custom ``auth_*`` mechanisms
+``handle_HELO`` and ``handle_EHLO`` are called as aiosmtpd calls them
+(they must set ``session.host_name`` to accept); ``handle_EHLO`` is shown
+aiosmtpd-style lines for the extensions fastsmtp offers, and a 2xx last
+line accepts with fastsmtp's own extension list (lines it adds or removes
+change nothing), while a 4xx/5xx one refuses. ``handle_STARTTLS``
+(fastsmtp has no hook into the handshake), ``handle_AUTH`` and custom ``auth_*`` mechanisms
 (fastsmtp runs the SASL exchange itself), ``handle_PROXY`` and the
 ``Controller`` arguments for PROXY and call limits raise
 ``UnsupportedError`` at construction rather than being ignored. TLS maps:

@@ -225,6 +225,7 @@ class ServerConnection:
         # SASL mechanisms the I/O layer can check (none: AUTH is not offered).
         self._auth_mechanisms = tuple(auth_mechanisms)
         self._sasl: SASLServer | None = None
+        self._extended_before = False  # session.extended before a HELO/EHLO being decided
 
     # --- what the I/O layer calls ---------------------------------------
     @property
@@ -390,6 +391,7 @@ class ServerConnection:
     def _respond_hello(self, event: Hello, reply: Reply | None, accept: bool) -> Reply:
         if not accept:
             assert reply is not None
+            self.session.extended = self._extended_before
             return reply
         if self.state in _IN_TRANSACTION:
             # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
@@ -561,6 +563,10 @@ class ServerConnection:
     def _hello(self, verb: str, args: bytes) -> Event | None:
         if not args:
             return self._bad(R.SYNTAX_HELO)
+        # While the hook decides, ``extended`` tells EHLO/LHLO from HELO (as
+        # aiosmtpd's extended_smtp does); a refusal puts it back.
+        self._extended_before = self.session.extended
+        self.session.extended = verb != "HELO"
         return self._decide(Hello(verb, args.decode("utf-8", "replace")))
 
     def _helo(self, args: bytes) -> Event | None:

@@ -390,7 +390,7 @@ def markdown(results: MemoryResults, level: str = "#") -> list[str]:
             f"message; sent and accepted in {b.seconds:.2f} s"
         )
         if SERVERS[b.server].is_fastsmtp:
-            detail += "; body spooled to a temporary file (spool_threshold, 1 MiB)"
+            detail += "; the sink keeps no body (no on_message): discarded as it arrives"
         lines.append(f"| {what} | {label} | {_mib(b.peak_rss)} | {detail} |")
     for t in results.latency:
         label = SERVERS[t.server].label

@@ -89,7 +89,9 @@ class ServerSpec:
             argv += ["--listen", listen, "--hostname", "bench.fastsmtp.test", *self.extra]
             # Every benchmark client is 127.0.0.1 and the idle test holds 10,000
             # connections: lift the abuse limits, which the other servers lack.
+            # The NOOP latency probe sends NOOPs for seconds: no junk-command limit.
             argv += ["--max-connections", "0", "--max-connections-per-ip", "0"]
+            argv += ["--max-junk-commands", "0"]
             if max_message_size:
                 argv += ["--max-message-size", str(max_message_size)]
             return argv

@@ -179,6 +179,11 @@ class Settings:
         1000, "longest message text line, in octets with CRLF (0: no limit)"
     )
     max_errors: int = _setting(10, "bad commands before the server says 421 and closes")
+    max_junk_commands: int = _setting(
+        100,
+        "NOOP, RSET, HELP, VRFY, EXPN and ETRN since the last message; each one "
+        "more counts as a bad command (0: no limit)",
+    )
     command_timeout: float = _setting(300.0, "seconds to wait for a command (RFC: 5 min)")
     data_timeout: float = _setting(180.0, "seconds to wait for more message data (RFC: 3 min)")
 
@@ -307,6 +312,7 @@ _ZERO_TURNS_OFF = (
     "max_connections_per_ip",
     "max_connection_rate_per_ip",
     "max_transactions",
+    "max_junk_commands",
     "min_data_rate",
     "greet_pause",
 )

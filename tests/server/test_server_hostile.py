@@ -272,11 +272,37 @@ def test_ten_thousand_rcpts_in_one_write_stay_in_sync(serve, client, tracebacks)
 
 
 def test_five_thousand_noops_then_a_message(serve, client, tracebacks):
-    scene = Scene(serve, client, tracebacks)
+    scene = Scene(serve, client, tracebacks, max_junk_commands=0)
     raw = scene.hostile()
     raw.send(b"NOOP\r\n" * 5_000)
     assert {(r.code, r.text) for r in raw.replies(5_000)} == {(250, "OK")}
     scene.deliver(raw, "after@example.com")
+    scene.finish()
+
+
+def test_a_noop_flood_is_let_go_after_the_junk_limit(serve, client, tracebacks):
+    # Postfix's smtpd_junk_command_limit: past max_junk_commands, each NOOP-like
+    # command is an error too, and max_errors of them end the session.
+    scene = Scene(serve, client, tracebacks, max_junk_commands=20, max_errors=5)
+    raw = scene.hostile()
+    raw.send(b"NOOP\r\nRSET\r\nHELP\r\nVRFY x\r\n" * 10)
+    replies = raw.replies(26)
+    # 20 within the limit, then 5 more answered as usual but counted as errors
+    assert [r.code for r in replies[:-1]] == [250, 250, 214, 252] * 6 + [250]
+    assert (replies[-1].code, replies[-1].enhanced) == (421, "4.7.0")
+    raw.expect_closed()
+    scene.finish()
+
+
+def test_an_accepted_message_resets_the_junk_count(serve, client, tracebacks):
+    scene = Scene(serve, client, tracebacks, max_junk_commands=3, max_errors=2)
+    raw = scene.hostile()
+    for round_ in range(3):  # three NOOPs, then a message, three times: never an error
+        raw.send(b"NOOP\r\n" * 3)
+        assert [r.code for r in raw.replies(3)] == [250] * 3
+        scene.deliver(raw, f"round{round_}@example.com")
+    raw.send(b"NOOP\r\n" * 5)
+    assert [r.code for r in raw.replies(6)] == [250] * 5 + [421]
     scene.finish()
 
 
@@ -317,7 +343,7 @@ def _flood_until_blocked(raw) -> int:
 
 
 def test_a_client_that_reads_no_replies_is_read_no_more(serve, client, tracebacks):
-    scene = Scene(serve, client, tracebacks)
+    scene = Scene(serve, client, tracebacks, max_junk_commands=0)
     raw = scene.hostile()
     _flood_until_blocked(raw)
     scene.still_serving()  # others are served meanwhile

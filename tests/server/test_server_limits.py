@@ -131,7 +131,7 @@ def _busy_for(raw, seconds):
 
 def test_data_timeout_says_421_and_delivers_nothing(serve, client):
     handler = Collect()
-    raw = client(serve(handler, command_timeout=60, data_timeout=0.2))
+    raw = client(serve(handler, command_timeout=60, data_timeout=0.2, max_junk_commands=0))
     raw.begin()
     # Spend longer than the data timeout in command state first, so that the
     # server's timer is running for the (long) command timeout when DATA starts.
@@ -166,7 +166,7 @@ def test_command_timeout_applies_again_after_data(serve, client):
 
 
 def test_activity_keeps_a_session_alive_past_the_timeout(serve, client):
-    raw = client(serve(Collect(), command_timeout=0.5))
+    raw = client(serve(Collect(), command_timeout=0.5, max_junk_commands=0))
     raw.ehlo()
     _busy_for(raw, 1.0)  # twice the timeout, never idle for long
     assert raw.cmd("NOOP").code == 250

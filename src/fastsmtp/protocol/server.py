@@ -209,6 +209,7 @@ class ServerConnection:
         self._notice: Event | None = None
         self._eof = False
         self._errors = 0
+        self._junk = 0  # NOOP-like commands since the last message (see _count_junk)
         self._transactions = 0  # MAIL commands accepted (max_transactions)
         self._out: list[bytes] = []
         self._extensions = (*extensions, "ETRN") if settings.etrn else tuple(extensions)
@@ -432,6 +433,7 @@ class ServerConnection:
     def _respond_message(self, event: MessageEnd, reply: Reply | None, accept: bool) -> Reply:
         if accept:
             self.session.transactions += 1
+            self._junk = 0
         self._reset_transaction()
         self.state = _READY
         return reply or R.OK
@@ -485,10 +487,27 @@ class ServerConnection:
         if reply is R.NEED_HELO and self.settings.lmtp:
             reply = R.NEED_LHLO
         self._send(reply)
+        return self._count_error()
+
+    def _count_error(self) -> Closed | None:
+        """One more client error; after ``max_errors``, 421 and close."""
         self._errors += 1
         if self._errors >= self.settings.max_errors:
             self._send(R.too_many_errors(self.settings.hostname))
             return self._close("too many errors")
+        return None
+
+    def _count_junk(self) -> Closed | None:
+        """A command that moves no mail (NOOP, RSET, HELP, VRFY, EXPN, ETRN).
+
+        Past ``max_junk_commands`` since the last accepted message each one
+        counts as an error too, as Postfix's ``smtpd_junk_command_limit``
+        does: a client that only keeps a connection busy is let go.
+        """
+        self._junk += 1
+        limit = self.settings.max_junk_commands
+        if limit and self._junk > limit:
+            return self._count_error()
         return None
 
     def _reset_transaction(self) -> None:
@@ -714,12 +733,12 @@ class ServerConnection:
         if self.state is not State.CONNECTED:
             self.state = State.READY
         self._send(R.OK)
-        return Reset(abandoned)
+        return self._count_junk() or Reset(abandoned)
 
     def _noop(self, args: bytes) -> Event | None:
         # RFC 5321 §4.1.1.9: a NOOP argument is allowed and ignored.
         self._send(R.OK)
-        return None
+        return self._count_junk()
 
     def _quit(self, args: bytes) -> Event | None:
         if args:
@@ -729,17 +748,17 @@ class ServerConnection:
 
     def _help(self, args: bytes) -> Event | None:
         self._send(R.HELP)
-        return None
+        return self._count_junk()
 
     def _vrfy(self, args: bytes) -> Event | None:
         if not args:
             return self._bad(R.SYNTAX_VRFY)
-        return self._decide(Verify(args.decode("utf-8", "replace")))
+        return self._count_junk() or self._decide(Verify(args.decode("utf-8", "replace")))
 
     def _expn(self, args: bytes) -> Event | None:
         if not args:
             return self._bad(R.SYNTAX_VRFY)
-        return self._decide(Expand(args.decode("utf-8", "replace")))
+        return self._count_junk() or self._decide(Expand(args.decode("utf-8", "replace")))
 
     def _starttls_command(self, args: bytes) -> Event | None:
         if self.session.tls:
@@ -800,7 +819,9 @@ class ServerConnection:
         if not self.settings.etrn:
             return self._bad(R.NOT_IMPLEMENTED)
         request = parse_etrn(args)
-        return self._bad(request) if isinstance(request, Reply) else self._decide(request)
+        if isinstance(request, Reply):
+            return self._bad(request)
+        return self._count_junk() or self._decide(request)
 
     def _atrn(self, args: bytes) -> Event | None:
         if not self.settings.atrn_domains:

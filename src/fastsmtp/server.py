@@ -179,7 +179,8 @@ class Server:
 
         A connection whose handler is storing a message finishes that first
         (never a half-written file), then gets its 421. After ``grace``
-        seconds whatever is left is aborted.
+        seconds whatever is left is aborted; so is a hook task, and then the
+        handler's ``server_stopping``, still running ``grace`` seconds later.
         """
         listeners = self._listeners + self._tls_listeners + self._unix_listeners
         paths = self.unix_paths
@@ -201,10 +202,17 @@ class Server:
         for path in paths:
             _remove_socket(path)
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in late:  # a hook that never returns must not hold the stop
+                log.warning("handler task still running after %.0f s, cancelled: %r", grace, task)
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         stopping = getattr(self.handler, "server_stopping", None)
         if stopping is not None:
-            await stopping()
+            try:
+                await asyncio.wait_for(stopping(), grace)
+            except TimeoutError:
+                log.warning("the handler's server_stopping took over %.0f s: cancelled", grace)
 
     # --- used by the connections ------------------------------------------
     def _register(self, protocol: SMTPProtocol) -> None:

@@ -6,13 +6,15 @@ that exit runs in a helper thread so the test can watch clients meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
+import time
 from contextlib import AbstractContextManager
 
 import pytest
 
-from fastsmtp import Collect
+from fastsmtp import Collect, Server
 from fastsmtp.testing import running
 
 
@@ -134,3 +136,53 @@ def test_busy_connection_finishes_its_message_then_gets_421(started, client):
     [envelope] = handler.envelopes
     assert envelope.queue_id == stored.queue_id
     assert envelope.content.endswith(b"\r\nkeep me\r\n")
+
+
+class Stuck(Collect):
+    """An async on_message that never returns, and a server_stopping that hangs too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.stopping_cancelled = threading.Event()
+
+    async def on_message(self, session, envelope):
+        self.entered.set()
+        await asyncio.Event().wait()  # never set: only cancellation ends it
+
+    async def server_stopping(self):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopping_cancelled.set()
+            raise
+
+
+def test_close_is_bounded_when_a_hook_never_returns():
+    handler = Stuck()
+
+    async def main() -> float:
+        server = Server(handler)
+        await server.start("127.0.0.1", 0)
+        host, port = server.addresses[0]
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+            b"Subject: stuck\r\n\r\nx\r\n.\r\n"
+        )
+        await writer.drain()
+        for _ in range(50):  # bounded: at most 5 s for the hook to be entered
+            if handler.entered.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert handler.entered.is_set()
+        started = time.monotonic()
+        await server.close(grace=0.3)
+        took = time.monotonic() - started
+        writer.close()
+        return took
+
+    took = asyncio.run(main())
+    # Three bounded waits (connections, hook tasks, server_stopping), not forever.
+    assert took < 5
+    assert handler.stopping_cancelled.is_set()

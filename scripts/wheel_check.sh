@@ -63,14 +63,16 @@ EOF
     "$1/bin/pip" install -q -r "$1/test-requirements.txt"
 }
 # Run pytest with an installed package, from a directory holding only copies of
-# the sdist's tests/, pyproject.toml (the pytest settings) and README.md (whose
-# settings table a test compares with the installed code).
+# the sdist's tests/, pyproject.toml (the pytest settings), README.md (whose
+# settings table a test compares with the installed code) and example.toml
+# (which the delivery tests serve).
 pytest_installed() {
     local venv=$1 name=$2
     shift 2
     local run="$work/run-$name"
     mkdir -p "$run"
-    cp -r "$sdist_dir/tests" "$sdist_dir/pyproject.toml" "$sdist_dir/README.md" "$run/"
+    cp -r "$sdist_dir/tests" "$sdist_dir/pyproject.toml" "$sdist_dir/README.md" \
+        "$sdist_dir/example.toml" "$run/"
     (cd "$run" && "$venv/bin/python" -m pytest "$@")
 }
 # Where fastsmtp and its wire module come from; fails unless IMPLEMENTATION is $2.
@@ -138,7 +140,7 @@ with tarfile.open(sdist) as tar:
     pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
 need = [
     "PKG-INFO", "pyproject.toml", "setup.py", "MANIFEST.in",
-    "README.md", "CHANGELOG.md", "LICENSE",
+    "README.md", "CHANGELOG.md", "LICENSE", "example.toml",
     "src/fastsmtp/py.typed", "src/fastsmtp/wire/_py.py",
     "src/fastsmtp/wire/_c.pyx", "src/fastsmtp/wire/_c.pxd", "src/fastsmtp/wire/_c.c",
     "tests/wire/conftest.py", "tests/wire/test_wire_loaded.py",
@@ -149,7 +151,7 @@ junk = [n for n in names if re.search(r"(\.so|\.pyd|\.o|\.pyc|\.html)$|__pycache
 assert not junk, f"sdist carries build products: {junk}"
 for line in ("License-Expression: MIT", "License-File: LICENSE", "Project-URL: Changelog"):
     assert line in pkg_info, f"PKG-INFO lacks {line!r}"
-print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, tests/, README, CHANGELOG, LICENSE")
+print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, tests/, README, CHANGELOG, LICENSE, example.toml")
 
 with zipfile.ZipFile(wheel) as whl:
     files = whl.namelist()

@@ -74,7 +74,7 @@ class _Content:
     """
 
     def __get__(self, envelope: Envelope | None, owner: type | None = None) -> bytes | None:
-        if envelope is None:  # the dataclass asks for the field's default
+        if envelope is None:  # class access, Envelope.content
             return None
         loaded: bytes | None = envelope.__dict__.get("_content")
         if loaded is None and envelope.body is not None:

@@ -49,7 +49,8 @@ logged() {
     fi
 }
 new_venv() { "$PYTHON" -m venv "$1"; }
-# The test extra's requirements as the installed package's metadata lists them.
+# The runtime and test-extra requirements as the installed package's metadata
+# lists them (the sdist installs above use --no-deps).
 install_test_deps() {
     "$1/bin/python" - >"$1/test-requirements.txt" <<'EOF'
 import re
@@ -57,7 +58,7 @@ from importlib.metadata import requires
 
 for req in requires("fastsmtp-engine") or []:
     spec, _, marker = req.partition(";")
-    if re.search(r"extra\s*==\s*['\"]test['\"]", marker):
+    if "extra" not in marker or re.search(r"extra\s*==\s*['\"]test['\"]", marker):
         print(spec.strip())
 EOF
     "$1/bin/pip" install -q -r "$1/test-requirements.txt"

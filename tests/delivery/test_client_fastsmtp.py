@@ -14,6 +14,7 @@ from fastsmtp import Collect, Reply
 from fastsmtp.delivery.client import ClientOptions, ConnectFailed, SMTPClient
 from fastsmtp.session import Address, Envelope, Session
 from fastsmtp.testing import running
+from server.test_server_tls import Recorder
 
 PLAIN = ClientOptions(helo_name="client.test", tls="none", command_timeout=10)
 # Leading dots, a lone dot line, a line of dots, no final CRLF on purpose elsewhere.
@@ -222,14 +223,6 @@ def test_an_8bit_file_to_a_7bit_server_is_dropped_before_its_end(chunking: bool)
 
 
 # --- STARTTLS ---------------------------------------------------------------------
-class TLSRecorder(Collect):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tls: list[bool] = []
-
-    async def on_message(self, session: Session, envelope: Envelope) -> None:
-        self.tls.append(session.tls)
-        await super().on_message(session, envelope)
 
 
 def _tls_send(host: str, port: int, options: ClientOptions, loop: str = "asyncio") -> bool:
@@ -246,7 +239,7 @@ def _tls_send(host: str, port: int, options: ClientOptions, loop: str = "asyncio
 def test_opportunistic_tls_is_used_when_offered_without_verifying(
     server_context: ssl.SSLContext, loop: str
 ) -> None:
-    handler = TLSRecorder()
+    handler = Recorder()
     # The server stays on asyncio: a client on another loop sends its EHLO in
     # the handshake's last flight, which the server must not drop.
     with running(handler, tls_context=server_context) as (host, port):
@@ -261,7 +254,7 @@ def test_opportunistic_tls_falls_back_to_plaintext_when_the_handshake_fails(
 ) -> None:
     # A verifying context that does not trust the test CA: the handshake fails,
     # and "may" TLS reconnects without it (as Postfix does).
-    handler = TLSRecorder()
+    handler = Recorder()
     with running(handler, tls_context=server_context) as (host, port):
         options = ClientOptions(
             helo_name="client.test", tls_context=ssl.create_default_context(), command_timeout=10
@@ -271,7 +264,7 @@ def test_opportunistic_tls_falls_back_to_plaintext_when_the_handshake_fails(
 
 
 def test_opportunistic_tls_to_a_server_without_starttls_stays_plaintext() -> None:
-    handler = TLSRecorder()
+    handler = Recorder()
     with running(handler) as (host, port):
         assert _tls_send(host, port, ClientOptions(helo_name="client.test")) is False
     assert handler.tls == [False]
@@ -280,7 +273,7 @@ def test_opportunistic_tls_to_a_server_without_starttls_stays_plaintext() -> Non
 def test_required_tls_verifies_the_certificate(
     server_context: ssl.SSLContext, client_context: ssl.SSLContext, loop: str
 ) -> None:
-    handler = TLSRecorder()
+    handler = Recorder()
     with running(handler, tls_context=server_context) as (host, port):
         options = ClientOptions(helo_name="client.test", tls="required", tls_context=client_context)
         assert _tls_send(host, port, options, loop) is True

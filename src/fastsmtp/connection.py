@@ -136,6 +136,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             starttls=self.server.tls_context is not None,
             relay=self.server.relay,
             auth_mechanisms=self.server.auth_mechanisms,
+            # Without on_message or on_data_start, bodies go to DISCARD (_on_data).
+            keep_body="on_message" in self.hooks or "on_data_start" in self.hooks,
         )
         self._body = BodyReceiver(session.id)
         self.server._register(self)

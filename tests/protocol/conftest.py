@@ -34,8 +34,10 @@ Decide = Callable[[Event], Reply | None]
 class Driver:
     """A ``ServerConnection`` and a scripted application around it."""
 
-    def __init__(self, settings: Settings, decide: Decide | None = None) -> None:
-        self.conn = ServerConnection(settings, Session(id="T1", peer=PEER))
+    def __init__(
+        self, settings: Settings, decide: Decide | None = None, *, keep_body: bool = True
+    ) -> None:
+        self.conn = ServerConnection(settings, Session(id="T1", peer=PEER), keep_body=keep_body)
         self.decide: Decide = decide or (lambda event: None)
         self.events: list[Event] = []
         #: (envelope, body) of every message the application accepted
@@ -117,10 +119,10 @@ def make_settings(**kwargs: Any) -> Settings:
 
 @pytest.fixture
 def connect() -> Callable[..., Driver]:
-    """``connect(decide=None, **settings)`` returns a greeted ``Driver``."""
+    """``connect(decide=None, *, keep_body=True, **settings)`` returns a greeted ``Driver``."""
 
-    def make(decide: Decide | None = None, **settings: Any) -> Driver:
-        return Driver(make_settings(**settings), decide)
+    def make(decide: Decide | None = None, *, keep_body: bool = True, **settings: Any) -> Driver:
+        return Driver(make_settings(**settings), decide, keep_body=keep_body)
 
     return make
 

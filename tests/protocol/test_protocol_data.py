@@ -19,6 +19,7 @@ from fastsmtp.protocol.events import (
 )
 from fastsmtp.protocol.replies import Reply
 from fastsmtp.protocol.server import State
+from smtp_replies import parse_replies
 
 BODY = b"Subject: hello\r\n\r\nHi Bob,\r\n..a line that starts with a dot\r\nBye\r\n"
 UNSTUFFED = b"Subject: hello\r\n\r\nHi Bob,\r\n.a line that starts with a dot\r\nBye\r\n"
@@ -324,6 +325,57 @@ def test_every_split_point_gives_the_same_result(connect):
         assert split.merged_events() == whole.merged_events(), i
         assert split.output == whole.output, i
         assert [b for _, b in split.delivered] == [b for _, b in whole.delivered], i
+
+
+def test_bytes_that_wait_unread_keep_their_order(connect):
+    """The I/O layer may hand over several reads before it asks for events (a hook is busy)."""
+    whole = _run(connect, [SESSION])
+    for i in range(1, len(SESSION) - 1):
+        for j in (i + 1, i + 7, len(SESSION) - 1):
+            driver = connect()
+            driver.feed(SESSION[:i])
+            driver.conn.receive_data(SESSION[i:j])
+            driver.feed(SESSION[j:])
+            driver.feed(b"")
+            assert driver.merged_events() == whole.merged_events(), (i, j)
+            assert driver.output == whole.output, (i, j)
+
+
+def test_bytes_after_the_terminator_wait_while_the_last_chunk_is_handled(smtp):
+    smtp.begin()
+    assert smtp.cmd("DATA").code == 354
+    smtp.conn.receive_data(b"last line\r\n.\r\n")
+    assert smtp.conn.next_event() == BodyChunk(b"last line\r\n")
+    # The application is still busy with that chunk when the next command arrives.
+    smtp.conn.receive_data(b"NOOP\r\n")
+    smtp.pump()
+    assert _codes(parse_replies(smtp.conn.data_to_send())) == [(250, "2.0.0"), (250, "2.0.0")]
+    assert isinstance(smtp.events[-1], MessageEnd)
+
+
+def test_an_unread_body_is_checked_and_answered_but_never_made(connect):
+    kept = _run(connect, [SESSION])
+    for chunks in ([SESSION], [SESSION[i : i + 1] for i in range(len(SESSION))]):
+        driver = connect(keep_body=False)
+        for chunk in chunks:
+            driver.feed(chunk)
+        driver.feed(b"")
+        assert not any(isinstance(e, BodyChunk) for e in driver.events)
+        assert driver.output == kept.output
+        assert [e for e in driver.events if not isinstance(e, BodyChunk)] == [
+            e for e in kept.events if not isinstance(e, BodyChunk)
+        ]
+
+
+@pytest.mark.parametrize("body", [b"x" * 1001 + b"\r\n", b"bare\nlf\r\n", b"y\r\n" * 400])
+def test_an_unread_body_gets_the_same_refusals(connect, body):
+    replies = {}
+    for keep_body in (True, False):
+        driver = connect(keep_body=keep_body, max_message_size=1000)
+        driver.begin()
+        replies[keep_body] = _codes(driver.send(b"DATA\r\n" + body + b".\r\n"))
+    assert replies[False] == replies[True]
+    assert replies[True][1][0] in (552, 554, 500)
 
 
 @pytest.mark.parametrize("fake_end", SMUGGLE_SEQUENCES, ids=repr)

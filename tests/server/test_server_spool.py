@@ -264,6 +264,16 @@ def test_a_body_nobody_reads_is_not_kept_nor_spooled(serve, client, spool, handl
     assert raw.send_message(SMALL).code == 250
 
 
+@pytest.mark.parametrize("handler", [Sink, EnvelopeOnly])
+def test_a_body_nobody_reads_still_gets_the_size_limit(serve, client, handler):
+    raw = client(serve(handler(), max_message_size=10_000))
+    raw.begin()
+    reply = raw.send_message((b"y" * 98 + b"\r\n") * 200)
+    assert (reply.code, reply.enhanced) == (552, "5.3.4")
+    raw.begin()
+    assert raw.send_message(SMALL).code == 250
+
+
 def test_a_missing_spool_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="spool_dir"):
         Server(Handler(), spool_dir=str(tmp_path / "nope"))

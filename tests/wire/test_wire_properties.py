@@ -84,6 +84,21 @@ def test_decoding_does_not_depend_on_the_split(
 
 
 @BOUNDED
+@given(kw=decoder_settings(), chunks=chunked(streams()))
+def test_a_decoder_that_keeps_no_body_decides_the_same(
+    wire: ModuleType, kw: dict[str, Any], chunks: list[bytes]
+) -> None:
+    keeping = wire.DataDecoder(**kw)
+    discarding = wire.DataDecoder(**kw, keep_body=False)
+    for chunk in chunks:
+        _, done, leftover = keeping.feed(chunk)
+        assert discarding.feed(chunk) == (b"", done, leftover)
+        assert (discarding.error, discarding.size) == (keeping.error, keeping.size)
+        if done:
+            return
+
+
+@BOUNDED
 @given(kw=reader_settings(), chunks=chunked(streams()))
 def test_line_framing_does_not_depend_on_the_split(
     wire: ModuleType, kw: dict[str, Any], chunks: list[bytes]

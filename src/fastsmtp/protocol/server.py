@@ -19,6 +19,11 @@ The connection is always in one ``State``. Which commands each state admits
 is the table ``_SEQUENCE``; a command outside its states gets the 503 named
 there. After DATA the body is decoded chunk by chunk by the wire layer's
 ``DataDecoder`` and surfaces as ``BodyChunk`` events, never as one buffer.
+Body bytes that arrive while nothing else is buffered are decoded in
+``receive_data`` itself, so a big message is not copied into the command
+buffer and out again; ``keep_body=False`` (nobody reads the body) decodes
+without making the body at all: no ``BodyChunk``, the same checks and
+replies.
 
 With ``settings.lmtp`` the connection speaks LMTP (RFC 2033): LHLO takes
 the place of HELO/EHLO, and the ``MessageEnd`` decision is answered with
@@ -186,6 +191,7 @@ class ServerConnection:
         starttls: bool = False,
         relay: RelayPolicy | None = None,
         auth_mechanisms: Sequence[str] = (),
+        keep_body: bool = True,
     ) -> None:
         self.settings = settings
         self.session = session
@@ -193,6 +199,10 @@ class ServerConnection:
         self.state = _CONNECTED
         self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
         self._decoder: DataDecoder | None = None
+        self._keep_body = keep_body
+        # What receive_data decoded straight from the peer's bytes, waiting for
+        # next_event: (body, done); None when nothing is waiting.
+        self._decoded: tuple[bytes, bool] | None = None
         self._data_done = False
         # BDAT: octets left in this chunk, its size, LAST, the refusal to send
         # once it is consumed, where a refused chunk leaves the state, and
@@ -259,10 +269,21 @@ class ServerConnection:
             # RFC 3207 §4.2 / CVE-2011-0411: nothing sent before the handshake
             # may be acted on after it.
             return
-        if data:
-            self._reader.feed(data)
-        else:
+        if not data:
             self._eof = True
+        elif (
+            self._decoded is None
+            and (decoder := self._decoder) is not None
+            and not decoder.done
+            and not self._reader
+        ):
+            # In DATA with nothing buffered before these bytes: decode them now.
+            body, done, leftover = decoder.feed(data)
+            self._decoded = (body, done)
+            if done:
+                self._reader.feed(leftover)  # pipelined commands after the body
+        else:
+            self._reader.feed(data)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
@@ -520,16 +541,19 @@ class ServerConnection:
         decoder = self._decoder
         assert decoder is not None
         if not self._data_done:
-            chunk = self._reader.drain()
-            if not chunk:
-                if self._eof:
-                    return self._close("connection lost during DATA")
+            if self._decoded is not None:
+                body, done = self._decoded
+                self._decoded = None
+            elif self._reader:
+                body, done, leftover = decoder.feed(self._reader.drain())
+                if done:
+                    # The reader was drained, so pipelined commands keep their order.
+                    self._reader.feed(leftover)
+            elif self._eof:
+                return self._close("connection lost during DATA")
+            else:
                 return NEED_DATA
-            body, done, leftover = decoder.feed(chunk)
-            if done:
-                # The reader was drained, so pipelined commands keep their order.
-                self._reader.feed(leftover)
-                self._data_done = True
+            self._data_done = done
             if body and not decoder.error:
                 return BodyChunk(body)
             if not done:
@@ -693,7 +717,10 @@ class ServerConnection:
             return self._bad(R.BINARYMIME_NEEDS_BDAT)  # RFC 3030 §3
         settings = self.settings
         self._decoder = DataDecoder(
-            settings.max_message_size, settings.max_line_length, settings.strict_crlf
+            settings.max_message_size,
+            settings.max_line_length,
+            settings.strict_crlf,
+            self._keep_body,
         )
         self.state = _DATA
         self._send(R.START_DATA)

@@ -90,6 +90,7 @@ cdef class DataDecoder:
     cdef readonly object max_size
     cdef readonly object max_line_length
     cdef readonly bint strict
+    cdef readonly bint keep_body
     cdef readonly Py_ssize_t size
     cdef readonly bint done
     cdef int _error

@@ -285,13 +285,14 @@ cdef Py_ssize_t count_cr(const uchar* data, Py_ssize_t n) noexcept nogil:
 cdef class DataDecoder:
     """Streaming DATA decoder: dot-unstuffing and end detection (see module doc)."""
 
-    def __init__(self, max_size=None, max_line_length=1000, strict=True):
+    def __init__(self, max_size=None, max_line_length=1000, strict=True, keep_body=True):
         self.max_size = max_size
         self._has_max_size = max_size is not None
         self._max_size = PyNumber_AsSsize_t(max_size, NULL) if self._has_max_size else 0
         self.max_line_length = max_line_length or 0
         self._limit = PyNumber_AsSsize_t(self.max_line_length, NULL)
         self.strict = strict
+        self.keep_body = keep_body
         self.size = 0
         self._error = ERR_NONE
         self.done = False
@@ -348,7 +349,7 @@ cdef class DataDecoder:
             return b"", False, b""
         body = b""
         try:
-            if clean and self.strict:
+            if clean and self.strict and self.keep_body:
                 # Strict decoding only drops bytes, so the body fits in what is
                 # buffered; the bytes object is shrunk in place afterwards.
                 out = new_bytes(NULL, held + n)
@@ -368,7 +369,7 @@ cdef class DataDecoder:
                     elif out != NULL:
                         _PyBytes_Resize(&out, length)
                         body = <object>out
-                    else:
+                    elif self.keep_body:
                         # strict=False may insert CRs: with the size known,
                         # walk again, decoding into a body of that size.
                         out = new_bytes(NULL, length)

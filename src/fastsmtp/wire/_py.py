@@ -35,14 +35,16 @@ random points (``tests/wire``).
       progress, ``len(reader)`` is the
       number of buffered bytes.
 
-``DataDecoder(max_size=None, max_line_length=1000, strict=True)``
+``DataDecoder(max_size=None, max_line_length=1000, strict=True, keep_body=True)``
     Decodes one DATA body, starting just after ``DATA<CRLF>``, so at the
     start of a line. ``feed(data)`` returns ``(body, done, leftover)``:
     ``body`` is the unstuffed body decoded from the bytes fed so far that
     was not returned before; ``done`` is true once the terminator has been
     seen; ``leftover`` is whatever followed the terminator (pipelined
     commands), only when ``done``. Feeding after ``done`` raises
-    ``ValueError``.
+    ``ValueError``. ``keep_body=False`` is for a body nobody reads: ``body``
+    is always ``b""`` and no copy of it is made, while ``done``,
+    ``leftover``, ``error`` and ``size`` are what they would have been.
 
     - The terminator is exactly CRLF "." CRLF, where the first CRLF ends the
       last body line (or the DATA command, for an empty body). The body
@@ -191,6 +193,7 @@ class DataDecoder:
         "_pending",
         "done",
         "error",
+        "keep_body",
         "max_line_length",
         "max_size",
         "size",
@@ -202,10 +205,12 @@ class DataDecoder:
         max_size: int | None = None,
         max_line_length: int | None = 1000,
         strict: bool = True,
+        keep_body: bool = True,
     ) -> None:
         self.max_size = max_size
         self.max_line_length = max_line_length or 0
         self.strict = strict
+        self.keep_body = keep_body
         self.size = 0
         self.error = DataError.NONE
         self.done = False
@@ -267,7 +272,7 @@ class DataDecoder:
         self.size += len(body)
         if self.max_size is not None and self.size > self.max_size:
             return self._fail(DataError.TOO_BIG)
-        return body
+        return body if self.keep_body else b""
 
     def _keep(self, rest: bytes) -> None:
         """Hold the unfinished last line until its LF arrives."""

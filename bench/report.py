@@ -91,8 +91,10 @@ def markdown(results: LoadResults, command: str) -> str:
         lines.append(f"- **{SERVERS[name].label}: n/a** — {reason}")
     if results.unavailable:
         lines.append("")
-    base = "fastsmtp"
-    head = ["load", *(s.label for s in specs), f"{base} ÷ aiosmtpd", f"{base} ÷ smtp-sink"]
+    bases = [s for s in specs if s.name in ("fastsmtp", "fastsmtp-uvloop")]
+    head = ["load", *(s.label for s in specs)]
+    for base in bases:
+        head += [f"{base.label} ÷ aiosmtpd", f"{base.label} ÷ smtp-sink"]
     lines += ["## msg/s", "", "| " + " | ".join(head) + " |"]
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for cell in results.cells:
@@ -100,9 +102,10 @@ def markdown(results: LoadResults, command: str) -> str:
         for spec in specs:
             summary = results.summary(cell, spec.name)
             row.append(_cell_text(summary, results.unavailable.get(spec.name)))
-        mine = results.summary(cell, base)
-        row.append(_ratio(mine, results.summary(cell, "aiosmtpd")))
-        row.append(_ratio(mine, results.summary(cell, "smtp-sink")))
+        for base in bases:
+            mine = results.summary(cell, base.name)
+            row.append(_ratio(mine, results.summary(cell, "aiosmtpd")))
+            row.append(_ratio(mine, results.summary(cell, "smtp-sink")))
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",

@@ -115,9 +115,15 @@ class ServerSpec:
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in (
-        ServerSpec("fastsmtp", "fastsmtp", "fastsmtp"),
+        # The loop is always named: the default (auto) depends on what is installed.
+        ServerSpec("fastsmtp", "fastsmtp asyncio", "fastsmtp", ("--loop", "asyncio")),
         ServerSpec("fastsmtp-uvloop", "fastsmtp uvloop", "fastsmtp", ("--loop", "uvloop")),
-        ServerSpec("fastsmtp-w2", "fastsmtp 2 workers", "fastsmtp", ("--workers", "2")),
+        ServerSpec(
+            "fastsmtp-w2",
+            "fastsmtp uvloop 2 workers",
+            "fastsmtp",
+            ("--workers", "2", "--loop", "uvloop"),
+        ),
         ServerSpec("aiosmtpd", "aiosmtpd", "aiosmtpd"),
         ServerSpec("smtp-sink", "smtp-sink", "smtp-sink"),
     )

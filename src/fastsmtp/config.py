@@ -243,7 +243,7 @@ class Settings:
     )
 
     # --- runtime ---
-    loop: str = _setting("asyncio", "event loop: asyncio or uvloop")
+    loop: str = _setting("auto", "event loop: auto (uvloop when installed), asyncio or uvloop")
     workers: int = _setting(1, "server processes sharing the listeners (SO_REUSEPORT)")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
 
@@ -264,8 +264,8 @@ class Settings:
                 raise ConfigError(f"{name} must be 0 (off) or more, not {getattr(self, name)}")
         if self.proxy_timeout <= 0:
             raise ConfigError("proxy_timeout must be positive seconds")
-        if self.loop not in ("asyncio", "uvloop"):
-            raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"loop must be 'auto', 'asyncio' or 'uvloop', not {self.loop!r}")
         chosen = [n for n in _LOCAL_HANDLERS if getattr(self, n)]
         if len(chosen) > 1:
             raise ConfigError(f"choose one local handler, not {' and '.join(chosen)}")

@@ -266,3 +266,40 @@ def test_serve_lmtp_on_a_unix_socket_into_maildir(tmp_path: Path) -> None:
         assert not os.path.exists(sock)
     [stored] = (maildir / "new").iterdir()
     assert b"(fastsmtp) with LMTP id" in stored.read_bytes()
+
+
+def _uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "uvloop"])
+def test_serve_runs_on_the_event_loop_it_was_given(loop: str) -> None:
+    if loop == "uvloop" and not _uvloop_installed():
+        pytest.skip("uvloop is not installed")
+    expected = "uvloop" if loop == "uvloop" or (loop == "auto" and _uvloop_installed()) else loop
+    with serve("--sink", "--loop", loop) as (proc, log, address):
+        assert f"event loop: {expected}" in "\n".join(log.seen)
+        with smtplib.SMTP(*address, timeout=10) as client:
+            assert client.noop()[0] == 250
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_auto_falls_back_to_asyncio_and_uvloop_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastsmtp import ConfigError
+    from fastsmtp.server import new_event_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    loop = new_event_loop("auto")
+    try:
+        assert type(loop).__module__.startswith("asyncio.")
+    finally:
+        loop.close()
+    with pytest.raises(ConfigError, match=r"pip install 'fastsmtp-engine\[uvloop\]'"):
+        new_event_loop("uvloop")

@@ -39,6 +39,7 @@ import itertools
 import os
 import random
 import re
+import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -440,10 +441,13 @@ def wired(impl: ModuleType) -> Iterator[None]:
     """Run the protocol over the wire twin ``impl`` for the duration.
 
     The protocol modules bind the wire names at import; they are looked up
-    again at each call, so swapping them switches a whole run.
+    again at each call, so swapping them switches a whole run. The state
+    machine reads the names of the module that defines it: the compiled
+    ``_server_c`` when ``protocol.server`` took its names from there.
     """
+    machine = sys.modules[State.__module__]
     names = {
-        protocol_server: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
+        machine: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
         protocol_dsn: ("xtext_decode",),
     }
     saved = {(m, n): getattr(m, n) for m, ns in names.items() for n in ns}

@@ -43,7 +43,8 @@ docs:  ## regenerate the settings reference in README.md from the dataclass
 
 annotate:  ## HTML reports of what Cython left in Python: src/fastsmtp/{wire/_c,protocol/server}.html
 	$(PYTHON) -m cython -a -3 src/fastsmtp/wire/_c.pyx
-	$(PYTHON) -m cython -a -3 --module-name fastsmtp.protocol._server_c src/fastsmtp/protocol/server.py
+	$(PYTHON) -m cython -a -3 -X annotation_typing=False --module-name fastsmtp.protocol._server_c \
+		src/fastsmtp/protocol/server.py
 	@echo "open src/fastsmtp/wire/_c.html src/fastsmtp/protocol/server.html"
 
 clean:

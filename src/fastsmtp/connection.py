@@ -51,6 +51,7 @@ from .protocol.events import (
 from .protocol.proxy import ProxyError, ProxyReader
 from .protocol.replies import Reply
 from .protocol.server import ServerConnection
+from .relay import client_ip
 from .session import Address, Session
 
 if TYPE_CHECKING:
@@ -741,9 +742,13 @@ def dispatch_table(hooks: dict[str, HookCall]) -> Dispatch:
 
 
 def _client_key(session: Session) -> str:
-    """Whom AUTH failures are counted against: the client's IP address."""
-    peer = session.peer
-    return peer[0] if isinstance(peer, tuple) else str(peer)
+    """Whom AUTH failures are counted against: the client's IP address.
+
+    The address as the connection limits see it (``client_ip``), so that one
+    client seen as ``::ffff:192.0.2.1`` and as ``192.0.2.1`` is one key.
+    """
+    ip = client_ip(session.peer)
+    return str(ip) if ip is not None else str(session.peer)
 
 
 async def _maybe_in_thread(call: partial[Any]) -> Any:

@@ -182,12 +182,6 @@ class ServerConnection:
         """The decision event that waits for ``respond``, if any."""
         return self._decision
 
-    # Bound from the modules of their commands (see the module doc).
-    tls_started = starttls.tls_started
-    respond_auth = auth_exchange.respond_auth
-    respond_recipients = lmtp.respond_recipients
-    _auth_step = auth_exchange.step
-
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting, or ``reply`` (4xx/5xx) to refuse the client and close."""
         if reply is None or reply.code < 400:
@@ -223,6 +217,12 @@ class ServerConnection:
     def shutdown(self) -> None:
         """The server is stopping: say 421 and close (RFC 5321 §3.8)."""
         self._close_with(R.shutting_down(self.settings.hostname))
+
+    # Bound from the modules of their commands (see the module doc).
+    tls_started = starttls.tls_started
+    respond_auth = auth_exchange.respond_auth
+    respond_recipients = lmtp.respond_recipients
+    _auth_step = auth_exchange.step
 
     def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA`` when more input is needed."""
@@ -435,6 +435,7 @@ class ServerConnection:
         return None
 
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
+
     def _mail(self, args: bytes) -> Event | None:
         limit = self.settings.max_transactions
         if limit and self._transactions >= limit:

@@ -267,6 +267,7 @@ class Queue:
         reporting_mta: str,
         now: float,
         retry_until: float | None = None,
+        size_limit: int = 0,
     ) -> str | None:
         """Queue the failure report (bounce) or delay notice about ``recipients``.
 
@@ -309,6 +310,7 @@ class Queue:
                 kind=kind,
                 now=now,
                 retry_until=retry_until,
+                size_limit=size_limit,
             )
         smtputf8, body_type = report_envelope(content, needs_utf8(message, wanted))
         envelope = ("", now, None, None, smtputf8, body_type)

@@ -97,6 +97,7 @@ class Scheduler:
         now: Callable[[], float] = time.time,
         poll_interval: float = 5.0,
         concurrency: int = 20,
+        bounce_size_limit: int = 0,
     ) -> None:
         self.queue = queue
         self.router = router
@@ -108,6 +109,7 @@ class Scheduler:
         )
         self.now = now
         self.poll_interval = poll_interval
+        self.bounce_size_limit = bounce_size_limit
         hook = bind_hooks(local).get("on_message") if local is not None else None
         self._local_hook = hook
         self._limit = asyncio.Semaphore(concurrency)
@@ -479,7 +481,14 @@ class Scheduler:
         now = self.now()
         failed = [r for r in message.recipients if r.status == "failed" and not r.failure_notified]
         if failed:
-            self.queue.report(message, failed, "failure", reporting_mta=self.hostname, now=now)
+            self.queue.report(
+                message,
+                failed,
+                "failure",
+                reporting_mta=self.hostname,
+                now=now,
+                size_limit=self.bounce_size_limit,
+            )
         warn = self.retry.delay_warning
         if warn > 0 and now >= message.created + warn:
             late = [

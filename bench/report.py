@@ -201,7 +201,7 @@ def targets_markdown(results: LoadResults) -> list[str]:
     lines += [
         "",
         "Ratios compare medians measured side by side in this run; the memory rows "
-        "are for the asyncio server (`fastsmtp serve --sink`).",
+        "are for the asyncio server (`fastsmtp serve --sink --loop asyncio`).",
     ]
     return lines
 

@@ -164,6 +164,11 @@ class Settings:
     delay_warning: float = _setting(
         4 * 3600.0, "seconds undelivered before a DSN delay notice to the sender (0: never)"
     )
+    bounce_size_limit: int = _setting(
+        50_000,
+        "a failure report returns the whole message up to this many octets, "
+        "only its header beyond (0: always whole)",
+    )
     max_received_headers: int = _setting(
         100,
         "messages with more Received: headers (ours included) are refused as looping (554 5.4.6)",
@@ -315,6 +320,7 @@ _ZERO_TURNS_OFF = (
     "max_junk_commands",
     "min_data_rate",
     "greet_pause",
+    "bounce_size_limit",
 )
 
 

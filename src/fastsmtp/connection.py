@@ -8,26 +8,24 @@ answered. The replies produced while the input lasts are written with one
 ``write`` (RFC 2920 batching). Before the greeting come the PROXY header
 (when expected), the connection limits and ``greet_pause``; after it, one
 self-checking timer enforces the timeouts.
+
+The gates before the greeting are in ``_pregreet``; the asyncio side of
+STARTTLS, AUTH, ETRN and ATRN in ``_esmtp``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
-import ssl
 from collections.abc import Awaitable, Callable
-from functools import partial
 from itertools import count
 from typing import TYPE_CHECKING, Any, cast
 
+from . import _esmtp, _pregreet
 from ._outcome import BadOutcome, log_message, message_replies
-from .auth import (
-    ScramSecrets,
-)
 from .body import DISCARD, BodyReceiver, BodySink, MessageBody, release, stored
-from .handler import HookCall, _in_thread
+from .handler import HookCall
 from .protocol import replies as R
 from .protocol.events import (
     NEED_DATA,
@@ -48,7 +46,7 @@ from .protocol.events import (
     StartTLS,
     Verify,
 )
-from .protocol.proxy import ProxyError, ProxyReader
+from .protocol.proxy import ProxyReader
 from .protocol.replies import Reply
 from .protocol.server import ServerConnection
 from .session import Address, Session
@@ -338,41 +336,6 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         name = "on_vrfy" if isinstance(event, Verify) else "on_expn"
         return self._decide(name, self.conn.session, event.argument)
 
-    def _on_etrn(self, event: Etrn) -> Awaitable[None] | None:
-        """ETRN: the handler's on_etrn (``Relay`` flushes its queue), else 458."""
-        if "on_etrn" not in self.hooks:
-            self.conn.respond()
-            return None
-        return self._decide("on_etrn", self.conn.session, event)
-
-    def _on_atrn(self, event: Atrn) -> Awaitable[None] | None:
-        """ATRN: the handler's on_atrn decides; on 250, its on_turn gets the transport."""
-        if "on_atrn" not in self.hooks or "on_turn" not in self.hooks:
-            self.conn.respond()  # 451: nothing here can deliver over this connection
-            return None
-        return self._turn(event)
-
-    async def _turn(self, event: Atrn) -> None:
-        """RFC 2645 §4: after our 250 the peer greets as the server, and we deliver."""
-        session = self.conn.session
-        reply = await self._call("on_atrn", session, event)
-        if self.conn.closed:
-            return
-        self.conn.respond(reply)
-        transport = self.transport
-        if not self.conn.closed or transport is None or transport.is_closing():
-            return  # refused: the session goes on
-        if self._timer is not None:  # the client side has its own timeouts
-            self._timer.cancel()
-            self._timer = None
-        transport.write(self.conn.data_to_send())
-        log.info("%s: ATRN %s by %s: turned around", session.id, event.domains, session.auth)
-        try:
-            await self._call_any("on_turn", session, event, transport)
-        finally:
-            transport.close()
-            self.connection_lost(None)  # the transport now reports to the client protocol
-
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
         """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
 
@@ -487,141 +450,14 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             return None
         return self._notify(hook, self.conn.session, event.envelope)
 
-    def _on_starttls(self, event: StartTLS) -> Awaitable[None]:
-        return self._start_tls()
-
-    async def _start_tls(self) -> None:
-        """Flush the 220, then hand the socket to TLS (public asyncio API only)."""
-        self._flush()
-        plain = self.transport
-        context = self.server.tls_context
-        assert plain is not None and context is not None
-        # A client may send EHLO with the handshake's last flight: asyncio hands
-        # it over before start_tls() returns, i.e. before tls_started(). Those
-        # bytes came through TLS (plaintext ones were dropped at STARTTLS): keep them.
-        early: list[bytes] = []
-        self._gate = lambda data: early.append(bytes(data))
-        try:
-            secure = await self._loop.start_tls(
-                plain,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.settings.tls_handshake_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("%s: TLS handshake failed: %s", self.conn.session.id, exc)
-            self._gate = None
-            plain.abort()
-            self.connection_lost(exc)
-            return
-        assert secure is not None
-        self.transport = secure
-        self._gate = None
-        self.conn.tls_started()
-        for chunk in early:
-            self.conn.receive_data(chunk)
-        ssl_object = secure.get_extra_info("ssl_object")
-        log.debug(
-            "%s: TLS started: %s %s",
-            self.conn.session.id,
-            ssl_object.version() if ssl_object else "?",
-            ssl_object.cipher()[0] if ssl_object else "?",
-        )
-
-    def _on_authenticate(self, event: Authenticate) -> Awaitable[None]:
-        return self._authenticate(event)
-
-    async def _authenticate(self, event: Authenticate) -> None:
-        """Ask the authenticator (sync ones in a thread); refuse while rate-limited."""
-        conn = self.conn
-        session = conn.session
-        if self.server.auth_failures.blocked(_client_key(session), self._loop.time()):
-            log.warning("%s: AUTH refused: too many failures from %s", session.id, session.peer)
-            conn.respond(R.too_many_auth_failures(self.server.settings.hostname))
-            return
-        authenticator: Any = self.server.authenticator
-        expected: tuple[type, ...]
-        if event.password is None:
-            call = partial(authenticator.scram_secrets, event.username)
-            expected = (ScramSecrets, type(None))
-        else:
-            call = partial(authenticator, session, event.mechanism, event.username, event.password)
-            expected = (bool, str, type(None))
-        try:
-            result = await _maybe_in_thread(call)
-        except Exception:
-            log.exception("%s: authenticator failed", session.id)
-            result = R.AUTH_TEMPORARY_FAILURE
-        if not isinstance(result, expected):
-            log.error("%s: authenticator returned %r, not %s", session.id, type(result), expected)
-            result = R.AUTH_TEMPORARY_FAILURE
-        if conn.closed:
-            return
-        if isinstance(result, Reply):
-            conn.respond(result)
-        else:
-            conn.respond_auth(event.username if result is True else result or None)
-
-    def _on_auth_result(self, event: AuthResult) -> None:
-        session = self.conn.session
-        if event.identity:
-            log.info("%s: AUTH %s as %s", session.id, event.mechanism, event.identity)
-            return
-        log.info(
-            "%s: AUTH %s failed for %r from %s",
-            session.id,
-            event.mechanism,
-            event.username,
-            session.peer,
-        )
-        self.server.auth_failures.failed(_client_key(session), self._loop.time())
-
     def _on_closed(self, event: Closed) -> None:
         log.debug("%s: closing: %s", self.conn.session.id, event.reason)
 
     # --- before the greeting: PROXY header, greet_pause ---------------------
-    def _read_proxy_header(self, data: bytes | memoryview) -> None:
-        """Take the balancer's PROXY header: it names the client (protocol/proxy.py)."""
-        assert self._proxy is not None and self._timer is not None
-        session = self.conn.session
-        try:
-            result = self._proxy.feed(data)
-        except ProxyError as exc:
-            # Not a balancer speaking the protocol: nothing said could be trusted.
-            log.warning("%s: closing, bad PROXY header from %s: %s", session.id, session.peer, exc)
-            self.abort()
-            return
-        if result is None:
-            return
-        header, rest = result
-        self._proxy = self._gate = None
-        self._timer.cancel()
-        if header.source is not None:
-            log.debug("%s: %s is a proxy for %s", session.id, session.peer, header.source)
-            session.peer = header.source
-        self._admit()
-        if rest:
-            self.data_received(rest)
-
-    def _no_proxy_header(self) -> None:
-        session = self.conn.session
-        log.warning("%s: closing, no PROXY header from %s in time", session.id, session.peer)
-        self.abort()
-
-    def _early_talker(self, data: bytes | memoryview) -> None:
-        """Input before the greeting (greet_pause): refuse, as Postfix's postscreen does.
-
-        A client that talks first does not wait for replies: a spam engine,
-        not an MTA (RFC 5321 §3.1 has the client wait for the greeting).
-        """
-        assert self._timer is not None
-        self._timer.cancel()
-        self._gate = None
-        session = self.conn.session
-        log.info("%s: refused %s: it talked before the greeting", session.id, session.peer)
-        self.conn.greet(R.EARLY_TALKER)
-        self._flush()
+    # The gates and the timer's callback, from _pregreet.py.
+    _read_proxy_header = _pregreet.read_proxy_header
+    _no_proxy_header = _pregreet.no_proxy_header
+    _early_talker = _pregreet.early_talker
 
     # --- timeouts and shutdown --------------------------------------------
     def _arm_timer(self, when: float) -> None:
@@ -703,16 +539,16 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     RcptTo: SMTPProtocol._on_rcpt,
     Verify: SMTPProtocol._on_query,
     Expand: SMTPProtocol._on_query,
-    Etrn: SMTPProtocol._on_etrn,
-    Atrn: SMTPProtocol._on_atrn,
+    Etrn: _esmtp.on_etrn,
+    Atrn: _esmtp.on_atrn,
     DataStarted: SMTPProtocol._on_data,
     BodyChunk: SMTPProtocol._on_body,
     MessageEnd: SMTPProtocol._on_message,
     MessageAborted: SMTPProtocol._on_aborted,
     Reset: SMTPProtocol._on_reset,
-    StartTLS: SMTPProtocol._on_starttls,
-    Authenticate: SMTPProtocol._on_authenticate,
-    AuthResult: SMTPProtocol._on_auth_result,
+    StartTLS: _esmtp.on_starttls,
+    Authenticate: _esmtp.on_authenticate,
+    AuthResult: _esmtp.on_auth_result,
     Closed: SMTPProtocol._on_closed,
 }
 
@@ -740,19 +576,3 @@ def dispatch_table(hooks: dict[str, HookCall]) -> Dispatch:
         if hook not in hooks:
             table[event_type] = None
     return table
-
-
-def _client_key(session: Session) -> str:
-    """Whom AUTH failures are counted against: the client's IP address."""
-    peer = session.peer
-    return peer[0] if isinstance(peer, tuple) else str(peer)
-
-
-async def _maybe_in_thread(call: partial[Any]) -> Any:
-    """Await an async callable; run a sync one in a thread (it may be slow)."""
-    fn = call.func
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
-    ):
-        return await call()
-    return await _in_thread(call)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,9 +54,11 @@ def relay(tmp_path: Path, clock: Clock, **settings: Any) -> Relay:
 
 
 @contextmanager
-def mta(tmp_path: Path, clock: Clock) -> Iterator[tuple[str, int]]:
+def mta(
+    tmp_path: Path, clock: Clock, tls_context: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, int]]:
     handler = relay(tmp_path, clock)
-    with running(handler, settings=handler.settings) as address:
+    with running(handler, settings=handler.settings, tls_context=tls_context) as address:
         yield address
 
 
@@ -89,6 +92,13 @@ class Customer:
         self.sock = socket.create_connection(address, timeout=10)
         self.file = self.sock.makefile("rb")
         assert read_reply(self.file)[0] == 220
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS (RFC 3207): everything after this, the turn included, is encrypted."""
+        assert self.command("STARTTLS")[0] == 220
+        self.file.close()
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+        self.file = self.sock.makefile("rb")
 
     def command(self, line: str) -> tuple[int, list[str]]:
         self.sock.sendall(line.encode() + b"\r\n")
@@ -155,6 +165,20 @@ def test_atrn_turns_the_connection_around_and_delivers_the_held_mail(
             ("bob@held.test", "delivered"),
             ("eve@theirs.test", "deferred"),
         ]
+
+
+def test_atrn_over_starttls_turns_the_encrypted_connection_around(
+    tmp_path: Path, clock: Clock, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    hold(tmp_path, clock)
+    with mta(tmp_path, clock, server_context) as address, Customer(address) as customer:
+        customer.command("EHLO customer.test")
+        customer.starttls(client_context)
+        customer.login("owner")
+        assert customer.command("ATRN held.test")[0] == 250
+        envelopes = customer.serve()  # the MTA now speaks as the client, still over TLS
+        assert isinstance(customer.sock, ssl.SSLSocket)
+    assert [e.content for e in envelopes] == [FIRST, SECOND]
 
 
 def test_atrn_needs_auth_and_own_domains_and_mail_and_turn_stays_502(

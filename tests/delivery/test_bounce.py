@@ -115,6 +115,24 @@ def test_failure_report_fields_ret_full_with_envid_and_orcpt() -> None:
     assert report_envelope(raw, utf8=False) == (False, None)
 
 
+@pytest.mark.parametrize(
+    ("limit", "whole"), [(0, True), (len(ORIGINAL), True), (len(ORIGINAL) - 1, False)]
+)
+def test_size_limit_returns_a_bigger_message_as_its_header(limit: int, whole: bool) -> None:
+    raw = make_bounce(
+        message(size=len(ORIGINAL)), [failed()], io.BytesIO(ORIGINAL),
+        reporting_mta="mx.test", size_limit=limit,
+    )  # fmt: skip
+    human, _status, returned = parse(raw).get_payload()
+    said = f"larger than {limit} octets" in human.get_payload(decode=True).decode()
+    if whole:
+        assert returned.get_content_type() == "message/rfc822" and not said
+        assert ORIGINAL in raw
+    else:
+        assert returned.get_content_type() == "text/rfc822-headers" and said
+        assert b"Line one." not in raw
+
+
 def test_ret_hdrs_returns_only_the_header_and_no_envid_field() -> None:
     raw = make_bounce(
         message(dsn_ret="HDRS"), [failed()], io.BytesIO(ORIGINAL), reporting_mta="mx.test"

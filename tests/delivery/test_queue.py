@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fastsmtp.delivery._spool import SCHEMA_VERSION
 from fastsmtp.delivery.queue import Queue
 from fastsmtp.session import RecipientDSN
 
@@ -206,6 +207,33 @@ def test_report_once_in_the_same_commit(queue: Queue) -> None:
     assert len(queue.list()) == 2
 
 
+def test_a_success_notice_is_owed_from_the_commit_that_records_the_delivery(
+    queue: Queue,
+) -> None:
+    success = RecipientDSN(frozenset({"FAILURE", "SUCCESS"}))
+    rcpts = ["b@y.org", "c@y.org", "d@y.org", "e@y.org"]
+    dsns = [success, success, RecipientDSN(), success]
+    qid = queue.enqueue("a@x.org", rcpts, CONTENT, rcpt_dsn=dsns, now=T0)
+    ok = dict(code=250, enhanced="2.0.0", text="ok", remote_host="mx.y.org", next_attempt=None)
+    queue.record(qid, "b@y.org", "delivered", now=T0, **ok)
+    queue.record(qid, "c@y.org", "delivered", now=T0, dsn_relayed=True, **ok)  # c's MX reports
+    queue.record(qid, "d@y.org", "delivered", now=T0, **ok)  # no NOTIFY=SUCCESS
+    queue.record(qid, "e@y.org", "deferred", now=T0, **ok)
+    message = queue.get(qid)
+    assert message is not None
+    assert [r.success_owed for r in message.recipients] == [True, False, False, False]
+    assert not queue.record(qid, "b@y.org", "delivered", now=T0, **ok)  # closed: still owed once
+    notice = queue.report(message, message.recipients, "success", reporting_mta="m", now=T0)
+    assert notice is not None
+    content = queue.content_path(notice).read_bytes()
+    assert b"Final-Recipient: rfc822; b@y.org" in content and b"c@y.org" not in content
+    settled = queue.get(qid)
+    assert settled is not None and not any(r.success_owed for r in settled.recipients)
+    # the notice's commit settled the debt: nothing is reported twice
+    assert queue.report(settled, settled.recipients, "success", reporting_mta="m", now=T0) is None
+    assert len(queue.list()) == 2
+
+
 def test_report_honours_notify_and_survives_a_lost_file(queue: Queue) -> None:
     never = RecipientDSN(frozenset({"NEVER"}))
     delay = RecipientDSN(frozenset({"DELAY", "FAILURE"}))
@@ -258,8 +286,8 @@ def test_index_is_wal_and_versioned(queue: Queue, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "q" / "queue.db")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
-        db.execute("PRAGMA user_version = 2")  # written by a newer fastsmtp
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # by a newer fastsmtp
     finally:
         db.close()
     with pytest.raises(sqlite3.DatabaseError, match="upgrade fastsmtp"):

@@ -3,11 +3,14 @@
 A child process works on a real queue and prints a line after each call
 returns (that is the acknowledgement a server would send). The test kills
 it with SIGKILL at a random moment, reopens the queue (which recovers) and
-checks everything acknowledged is there, intact, and nothing half-done is.
+checks everything acknowledged is there, intact, and nothing half-done is,
+and that every report owed is queued once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import hashlib
 import os
 import random
@@ -22,9 +25,17 @@ import time
 from pathlib import Path
 
 import pytest
+from peers import delivery_status
 
 from cli.test_serve import serve
+from fastsmtp.delivery.mx import MXResolver
 from fastsmtp.delivery.queue import Queue
+from fastsmtp.delivery.router import Router
+from fastsmtp.delivery.scheduler import Scheduler
+from fastsmtp.handlers.sink import Sink
+from fastsmtp.relay import RelayPolicy
+from fastsmtp.session import RecipientDSN
+from fastsmtp.testing import parse_message
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -52,6 +63,13 @@ elif mode == "report":  # an admin bounces each message; the scheduler reports i
             print(message.id, flush=True)
     print("done", flush=True)
     sys.stdin.read()  # wait for the kill
+elif mode == "settle":  # the scheduler delivers, records, and queues notices
+    import asyncio
+    from test_queue_crash import notice_scheduler
+    print("started", flush=True)
+    asyncio.run(notice_scheduler(queue).run_pending())
+    print("done", flush=True)
+    sys.stdin.read()
 else:  # "record": deliver, defer, retry, flush, as a scheduler and an admin would
     while True:
         recorded = False
@@ -72,8 +90,10 @@ else:  # "record": deliver, defer, retry, flush, as a scheduler and an admin wou
 """
 
 
-def run_and_kill(queue_dir: Path, mode: str, rng: random.Random) -> list[list[str]]:
-    """Start a worker, kill -9 it at a random moment; the complete lines it printed."""
+def run_and_kill(
+    queue_dir: Path, mode: str, rng: random.Random, longest: float = 0.25
+) -> list[list[str]]:
+    """Start a worker, kill -9 it within ``longest`` seconds; the complete lines it printed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(queue_dir), mode],
@@ -93,7 +113,7 @@ def run_and_kill(queue_dir: Path, mode: str, rng: random.Random) -> list[list[st
                 assert chunk, f"the worker exited: {proc.wait()}"
                 out += chunk
         # Not synchronisation: the random delay *is* the point of the kill.
-        time.sleep(rng.uniform(0, 0.25))
+        time.sleep(rng.uniform(0, longest))
     finally:
         proc.send_signal(signal.SIGKILL)
         out += proc.stdout.read()
@@ -187,6 +207,82 @@ def test_kill_during_report_neither_loses_nor_doubles_a_bounce(tmp_path: Path) -
         if len(reported) == len(digests):
             break
     assert reported
+
+
+# NOTIFY of the recipients r0, r1, ... of each message, in turn: the first two
+# are owed a success notice once delivered (RFC 3461 §4.1), the others never.
+NOTIFY = [{"SUCCESS"}, {"SUCCESS", "FAILURE"}, set(), {"NEVER"}]
+ROUNDS, MESSAGES = 10, 15
+
+
+def notice_scheduler(queue: Queue) -> Scheduler:
+    """here.test is local (a ``Sink``: every delivery succeeds); x.org, the sender's, is held.
+
+    Held for ATRN, the notices stay in the queue, where the test counts them.
+    """
+    policy = RelayPolicy(["here.test"], [])
+    router = Router(policy, MXResolver(), hostname="mx.here.test", hold_domains=["x.org"])
+    return Scheduler(queue, router, Sink(), hostname="mx.here.test")
+
+
+def queue_for_notices(directory: Path, messages: int) -> collections.Counter[str]:
+    """Queue ``messages`` messages to m<i>r<j>@here.test; the Final-Recipients owed a notice."""
+    owed: collections.Counter[str] = collections.Counter()
+    dsns = [RecipientDSN(frozenset(notify)) for notify in NOTIFY]
+    with Queue(directory) as queue:
+        for i in range(messages):
+            rcpts = [f"m{i}r{j}@here.test" for j in range(len(NOTIFY))]
+            queue.enqueue("a@x.org", rcpts, b"Subject: hi\r\n\r\nbody\r\n", rcpt_dsn=dsns)
+            owed.update(
+                f"rfc822; {r}" for r, n in zip(rcpts, NOTIFY, strict=True) if "SUCCESS" in n
+            )
+    return owed
+
+
+def finish_and_count_notices(directory: Path) -> collections.Counter[str]:
+    """Run the scheduler here until nothing is due; how often each recipient is in a notice."""
+    with Queue(directory) as queue:
+        asyncio.run(asyncio.wait_for(notice_scheduler(queue).run_pending(), 60))
+        messages = queue.list()
+        assert all(m.mail_from == "" for m in messages)  # each original delivered and removed
+        assert os.listdir(directory / "tmp") == []
+        assert set(os.listdir(directory / "spool")) == {m.id for m in messages}
+        return collections.Counter(
+            rcpt["Final-Recipient"]
+            for m in messages
+            for rcpt in delivery_status(parse_message(queue.content_path(m.id).read_bytes()))[1:]
+        )
+
+
+def test_kill_around_record_and_report_queues_each_success_notice_once(tmp_path: Path) -> None:
+    """The scheduler is killed as it records deliveries and queues their notices.
+
+    A first run, not killed, times the work. Then each round queues the
+    same messages and kills up to three workers in turn (each carrying on
+    from what the last left) at random moments within that time, then runs
+    the scheduler to the end in this process: each recipient owed a notice
+    is in exactly one, whether the kill left it owed or not.
+    """
+    owed = queue_for_notices(tmp_path / "timed", MESSAGES)
+    started = time.monotonic()
+    assert finish_and_count_notices(tmp_path / "timed") == owed
+    work = time.monotonic() - started
+    rng = random.Random(3461)
+    kills = kills_leaving_debts = 0
+    for round_ in range(ROUNDS):
+        directory = tmp_path / f"round{round_}"
+        queue_for_notices(directory, MESSAGES)
+        left = MESSAGES
+        for _ in range(3):  # each kill within the time the work left should take
+            run_and_kill(directory, "settle", rng, longest=work * left / MESSAGES)
+            kills += 1
+            with Queue(directory) as queue:
+                originals = [m for m in queue.list() if m.mail_from]
+            kills_leaving_debts += any(r.success_owed for m in originals for r in m.recipients)
+            if not (left := len(originals)):
+                break
+        assert finish_and_count_notices(directory) == owed, round_
+    assert kills_leaving_debts >= 1, (kills, kills_leaving_debts)  # the window was hit
 
 
 def test_kill_9_of_the_server_under_load_keeps_every_250(tmp_path: Path) -> None:

@@ -188,6 +188,32 @@ def test_a_5xx_bounces_to_the_local_sender_with_a_parseable_dsn(
     assert "550 5.1.1 No such user here" in rcpt["Diagnostic-Code"]
 
 
+@pytest.mark.parametrize("limit", [0, 2_000])
+def test_a_big_bounced_message_comes_back_as_its_header_only(
+    tmp_path: Path, dnsmasq: StartDNS, mx_servers: StartMX, clock: Clock, limit: int
+) -> None:
+    mx = mx_servers("127.0.0.2", "127.0.0.3")
+    mx["127.0.0.2"].fail_next_rcpt(Reply(550, "5.1.1", "No such user here"))
+    relay = make_relay(tmp_path, two_mx_dns(dnsmasq), mx.port, clock, bounce_size_limit=limit)
+    big = MESSAGE + b"attachment line of the big message\r\n" * 100
+
+    async def body() -> None:
+        relay.queue.enqueue("alice@here.test", ["bob@a.test"], big, now=clock())
+        await relay.scheduler.run_pending()
+
+    run(relay, body)
+    [bounce] = maildir_messages(tmp_path)
+    human, _status, returned = bounce.get_payload()
+    raw = bounce.as_bytes()
+    if limit:
+        assert returned.get_content_type() == "text/rfc822-headers"
+        assert b"attachment line" not in raw
+        assert "larger than 2000 octets" in human.get_payload(decode=True).decode()
+    else:
+        assert returned.get_content_type() == "message/rfc822"
+        assert raw.count(b"attachment line") == 100
+
+
 def test_undeliverable_mail_bounces_after_the_queue_lifetime(
     tmp_path: Path, dnsmasq: StartDNS, mx_servers: StartMX, clock: Clock
 ) -> None:

@@ -436,18 +436,22 @@ class ServerModel:
             assert conn.state is State.READY and not conn.envelope.rcpt_tos
 
 
+# The module whose globals ServerConnection reads: the compiled ``_server_c``
+# when ``protocol.server`` took its names from there. Taken at import, before
+# a test can replace ``protocol_server.ServerConnection``.
+MACHINE = sys.modules[protocol_server.ServerConnection.__module__]
+
+
 @contextlib.contextmanager
 def wired(impl: ModuleType) -> Iterator[None]:
     """Run the protocol over the wire twin ``impl`` for the duration.
 
     The protocol modules bind the wire names at import; they are looked up
     again at each call, so swapping them switches a whole run. The state
-    machine reads the names of the module that defines it: the compiled
-    ``_server_c`` when ``protocol.server`` took its names from there.
+    machine reads the names of the module that defines it (``MACHINE``).
     """
-    machine = sys.modules[State.__module__]
     names = {
-        machine: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
+        MACHINE: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
         protocol_dsn: ("xtext_decode",),
     }
     saved = {(m, n): getattr(m, n) for m, ns in names.items() for n in ns}

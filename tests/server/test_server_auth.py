@@ -17,6 +17,7 @@ import fastsmtp
 from fastsmtp import Collect, ConfigError, Server
 from fastsmtp.auth import ScramSecrets
 from fastsmtp.session import Session
+from proxy_headers import v1, v2_tcp6
 from scram_client import ScramClient
 
 USERS = {"alice": "wonderland", "bob": "builder"}
@@ -233,6 +234,39 @@ def test_failed_attempts_are_rate_limited_per_client(serve, client):
     with smtplib.SMTP(*addr, timeout=10, source_address=("127.0.0.2", 0)) as other:
         other.ehlo()
         assert other.docmd("AUTH", "PLAIN " + b64("\0alice\0wonderland"))[0] == 235
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (v2_tcp6("::ffff:203.0.113.9", "2001:db8::1", 40000, 25), v1(("203.0.113.9", 40001))),
+        (v1(("203.0.113.9", 40000)), v2_tcp6("::ffff:203.0.113.9", "2001:db8::1", 40001, 25)),
+    ],
+    ids=["mapped-then-v4", "v4-then-mapped"],
+)
+def test_failures_count_per_client_address_as_the_connection_limits_see_it(
+    serve, client, first, second
+):
+    # Behind a dual-stack balancer one client may come as 203.0.113.9 and as
+    # ::ffff:203.0.113.9: one address for the limits, so one for AUTH failures.
+    addr = serve(
+        Collect(),
+        authenticator=check_password,
+        auth_without_tls=True,
+        auth_max_failures=2,
+        proxy_protocol=True,
+    )
+    raw = client(addr, greeting=False)
+    raw.send(first)
+    assert raw.reply().code == 220
+    raw.ehlo()
+    assert [plain_auth(raw, password="x").code for _ in range(2)] == [535, 535]
+    again = client(addr, greeting=False)
+    again.send(second)
+    assert again.reply().code == 220
+    again.ehlo()
+    limited = plain_auth(again)
+    assert (limited.code, limited.enhanced) == (421, "4.7.0")
 
 
 def test_authenticator_may_be_async_and_name_the_identity(serve, client):

@@ -33,8 +33,10 @@ _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 # Column names are the QueuedMessage / QueuedRecipient field names, so that
 # rows map onto them by name. messages.open_recipients is kept equal to the
 # count of open recipients (in the same commit as any status change) so that
-# finding finished messages needs no scan.
-SCHEMA_VERSION = 1  # PRAGMA user_version: raise it, with a migration, when SCHEMA changes
+# finding finished messages needs no scan. recipients.success_owed is set in the
+# commit that records a delivery whose success notice we must send, and cleared in
+# the one that queues the notice, as the *_notified flags are set with theirs.
+SCHEMA_VERSION = 2  # PRAGMA user_version: raise it, with a migration, when SCHEMA changes
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
         id TEXT PRIMARY KEY,
@@ -65,15 +67,22 @@ SCHEMA = (
         orcpt TEXT,
         delay_notified INTEGER NOT NULL DEFAULT 0,
         failure_notified INTEGER NOT NULL DEFAULT 0,
+        success_owed INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (queue_id, position)
     )""",
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients (status, next_attempt)",
     "CREATE INDEX IF NOT EXISTS recipients_address ON recipients (queue_id, address)",
 )
+# MIGRATIONS[v] brings an index of version v to v + 1, in the transaction that opens
+# it, so a queue written by an older fastsmtp keeps working. Version 1 queued a success
+# notice just after the delivery's commit: its delivered recipients owe none.
+MIGRATIONS = {
+    1: ("ALTER TABLE recipients ADD COLUMN success_owed INTEGER NOT NULL DEFAULT 0",),
+}
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """The index at ``path``: WAL, ``synchronous=FULL``, schema in place.
+    """The index at ``path``: WAL, ``synchronous=FULL``, schema in place (migrated if older).
 
     ``check_same_thread=False``: the ``Queue`` serialises use with its own
     lock, so the connection may move between the scheduler's threads.
@@ -91,6 +100,9 @@ def connect(path: Path) -> sqlite3.Connection:
                     f"{path} has queue format {version}; this fastsmtp reads up to "
                     f"{SCHEMA_VERSION}: upgrade fastsmtp"
                 )
+            for old in range(version or SCHEMA_VERSION, SCHEMA_VERSION):  # 0: a new index
+                for statement in MIGRATIONS[old]:
+                    db.execute(statement)
             for statement in SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -4,7 +4,9 @@ A report is a ``multipart/report`` (RFC 6522) with three parts: a short
 text for people, a ``message/delivery-status`` for programs (one block for
 the message, one per recipient), and the original message (RET=FULL, the
 default) or only its header (RET=HDRS, and always for delay notices: RET
-applies to failure reports only, RFC 3461 §4.3). A success notice (asked
+applies to failure reports only, RFC 3461 §4.3). A message larger than
+``size_limit`` is returned as its header only, as Postfix does with
+``bounce_size_limit``: a report should not carry a big attachment back. A success notice (asked
 for with NOTIFY=SUCCESS) says ``Action: delivered`` for a recipient stored
 here and ``Action: relayed`` for one handed to a server that does not offer
 DSN (one that does is given NOTIFY and reports itself, RFC 3461 §5.2.2).
@@ -83,6 +85,7 @@ def make_bounce(
     kind: ReportKind = "failure",
     now: float | None = None,
     retry_until: float | None = None,
+    size_limit: int = 0,
 ) -> bytes:
     """The RFC 3464 report of ``kind`` about ``failed`` recipients of ``message``.
 
@@ -90,7 +93,8 @@ def make_bounce(
     ``reporting_mta`` is this host's name, used in ``From:
     MAILER-DAEMON@...``, ``Reporting-MTA`` and the ``Message-ID``.
     ``retry_until`` (delay notices) is when the queue gives up, shown as
-    ``Will-Retry-Until``. The caller queues the result from ``<>`` to
+    ``Will-Retry-Until``. ``size_limit`` (octets, 0: none) caps what RET=FULL
+    returns (see the module doc). The caller queues the result from ``<>`` to
     ``message.mail_from``, with ``report_envelope``'s parameters.
     """
     if not failed:
@@ -98,6 +102,8 @@ def make_bounce(
     now = time.time() if now is None else now
     utf8 = needs_utf8(message, failed)
     full = kind == "failure" and message.dsn_ret != "HDRS" and message.body_type != "BINARYMIME"
+    cut = full and 0 < size_limit < message.size
+    full = full and not cut
     returned = original.read() if full else _read_header(original)
     boundary = _boundary(returned)
     status_type = "global-delivery-status" if utf8 else "delivery-status"
@@ -105,7 +111,12 @@ def make_bounce(
         original_type = "message/global" if utf8 else "message/rfc822"
     else:
         original_type = "message/global-headers" if utf8 else "text/rfc822-headers"
-    human = _human_text(failed, kind, reporting_mta, retry_until).encode()
+    human = _human_text(failed, kind, reporting_mta, retry_until)
+    if cut:
+        human += (
+            f"\r\nYour message was larger than {size_limit} octets: only its header\r\n"
+            "is returned below.\r\n"
+        )
     status = _status_fields(message, failed, kind, reporting_mta, now, retry_until, utf8)
     subject = _SUBJECTS[kind]
     header = (
@@ -121,7 +132,7 @@ def make_bounce(
     parts = [
         header.encode(),
         b"\r\nThis is a MIME-formatted delivery status notification.\r\n",
-        _part(boundary, "text/plain; charset=utf-8", human),
+        _part(boundary, "text/plain; charset=utf-8", human.encode()),
         _part(boundary, f"message/{status_type}", status.encode()),
         _part(boundary, original_type, returned),
         f"\r\n--{boundary}--\r\n".encode(),

@@ -30,6 +30,9 @@ keep it short): a peer's ``250`` received, the process killed before
 
 Reports (bounces, delay notices) are queued by ``report`` in the same
 commit that marks their recipients as reported: never lost, never twice.
+A success notice (NOTIFY=SUCCESS) is a debt: ``record`` sets
+``success_owed`` in the commit that records the delivery, and ``report``
+clears it in the one that queues the notice.
 
 Several processes may open one queue: the server's scheduler and the
 ``fastsmtp queue`` admin commands. SQLite serialises their writes
@@ -79,8 +82,14 @@ _MESSAGE_COLUMNS = "id, mail_from, created, dsn_ret, dsn_envid, smtputf8, body_t
 # states kept in the index for mailq and bounces, not replies sent on the wire.
 _ADMIN_BOUNCE = (550, "5.0.0", "bounced by the administrator")
 _LOST = (None, "5.3.0", "message file missing from the spool; the content is lost")
-# The recipient column that says a report of this kind is queued.
-_NOTIFIED = {"failure": "failure_notified", "delay": "delay_notified"}
+# The recipient column that a report of each kind settles, and its settled value:
+# failure and delay reports set a "reported" flag; a success notice clears the
+# debt that ``record`` left. ``report`` writes it in the commit that queues it.
+_SETTLED: dict[ReportKind, tuple[str, bool]] = {
+    "failure": ("failure_notified", True),
+    "delay": ("delay_notified", True),
+    "success": ("success_owed", False),
+}
 
 
 @dataclass(slots=True)
@@ -94,6 +103,8 @@ class QueuedRecipient:
     for bounces). ``dsn`` is the NOTIFY/ORCPT of its RCPT.
     ``delay_notified``/``failure_notified``: a delay notice or failure
     report about it is already queued, so neither is sent twice.
+    ``success_owed``: it is delivered and its success notice is not queued
+    yet (the scheduler queues it, and clears this, in one commit).
     """
 
     address: str
@@ -108,6 +119,7 @@ class QueuedRecipient:
     dsn: RecipientDSN = field(default_factory=RecipientDSN)
     delay_notified: bool = False
     failure_notified: bool = False
+    success_owed: bool = False
 
     @property
     def open(self) -> bool:
@@ -267,6 +279,7 @@ class Queue:
         reporting_mta: str,
         now: float,
         retry_until: float | None = None,
+        size_limit: int = 0,
     ) -> str | None:
         """Queue the failure report (bounce) or delay notice about ``recipients``.
 
@@ -277,22 +290,22 @@ class Queue:
         whose NOTIFY or null sender wants no report (``wants_bounce``) are
         only marked, with a log line for failures. Returns the report's
         queue id, or ``None`` when no report was due. A message whose
-        content is lost is reported without it. A ``success`` notice (the
-        scheduler sends one for recipients it has just recorded delivered)
-        marks nothing; a crash between that record and this commit loses it.
+        content is lost is reported without it. A ``success`` notice is
+        only for recipients that ``record`` left ``success_owed``; this
+        commit clears the debt, so a crash on either side of it neither
+        loses the notice nor sends it twice.
         """
-        flag = _NOTIFIED.get(kind)
-        todo = [r for r in recipients if flag is None or not getattr(r, flag)]
+        column, settled = _SETTLED[kind]
+        todo = [r for r in recipients if getattr(r, column) != settled]
         wanted = [r for r in todo if wants_bounce(message, r, kind)]
         for r in todo:
             if kind == "failure" and r not in wanted:
                 notify = ",".join(sorted(r.dsn.notify))
                 why = "the sender is <>" if message.mail_from == "" else f"NOTIFY={notify}"
                 log.warning("%s: <%s> failed; no report (%s)", message.id, r.address, why)
-        # A success notice marks nothing: a recipient is recorded delivered once.
-        mark = (message.id, [r.address for r in todo], kind) if flag else None
+        mark = (message.id, [r.address for r in todo], kind)
         if not wanted:
-            if todo and mark is not None:
+            if todo:
                 with self._locked() as db, begin(db):
                     _mark(db, *mark)
             return None
@@ -309,6 +322,7 @@ class Queue:
                 kind=kind,
                 now=now,
                 retry_until=retry_until,
+                size_limit=size_limit,
             )
         smtputf8, body_type = report_envelope(content, needs_utf8(message, wanted))
         envelope = ("", now, None, None, smtputf8, body_type)
@@ -400,6 +414,7 @@ class Queue:
         remote_host: str | None,
         next_attempt: float | None,
         now: float,
+        dsn_relayed: bool = False,
     ) -> bool:
         """Record one delivery attempt for ``recipient`` (committed on return).
 
@@ -407,17 +422,22 @@ class Queue:
         (``now`` if ``None``). Only an open recipient changes: one already
         delivered or failed keeps its state (an admin may have bounced it
         meanwhile), and a message deleted meanwhile is ignored; both return
-        ``False`` with a log line.
+        ``False`` with a log line. A recipient delivered with NOTIFY=SUCCESS
+        is left ``success_owed`` in the same commit, unless ``dsn_relayed``:
+        the next server offers DSN and was given NOTIFY, so it reports
+        (RFC 3461 §5.2.2).
         """
         if status not in ("delivered", "deferred", "failed"):
             raise ValueError(f"cannot record status {status!r}")
         due = (now if next_attempt is None else next_attempt) if status == "deferred" else None
+        owes = status == "delivered" and not dsn_relayed
         with self._locked() as db, begin(db):
             changed = db.execute(
                 "UPDATE recipients SET status = ?, attempts = attempts + 1, next_attempt = ?,"
                 " last_code = ?, last_enhanced = ?, last_text = ?, remote_host = ?,"
-                f" last_attempt = ? WHERE queue_id = ? AND address = ? AND {_IS_OPEN}",
-                (status, due, code, enhanced, text, remote_host, now, queue_id, recipient),
+                " last_attempt = ?, success_owed = ? AND instr(',' || notify || ',', ',SUCCESS,')"
+                f" WHERE queue_id = ? AND address = ? AND {_IS_OPEN}",
+                (status, due, code, enhanced, text, remote_host, now, owes, queue_id, recipient),
             ).rowcount
             if changed and status != "deferred":
                 _count_open(db, queue_id)
@@ -540,7 +560,7 @@ def _recipient(row: sqlite3.Row) -> QueuedRecipient:
     fields = dict(row)
     notify, orcpt_type, orcpt = fields.pop("notify"), fields.pop("orcpt_type"), fields.pop("orcpt")
     del fields["queue_id"], fields["position"]
-    for flag in ("delay_notified", "failure_notified"):
+    for flag in ("delay_notified", "failure_notified", "success_owed"):
         fields[flag] = bool(fields[flag])
     return QueuedRecipient(
         **fields,
@@ -551,11 +571,13 @@ def _recipient(row: sqlite3.Row) -> QueuedRecipient:
     )
 
 
-def _mark(db: sqlite3.Connection, queue_id: str, recipients: Sequence[str], kind: str) -> None:
-    column = _NOTIFIED[kind]
+def _mark(
+    db: sqlite3.Connection, queue_id: str, recipients: Sequence[str], kind: ReportKind
+) -> None:
+    column, settled = _SETTLED[kind]
     db.executemany(
-        f"UPDATE recipients SET {column} = 1 WHERE queue_id = ? AND address = ?",
-        [(queue_id, address) for address in recipients],
+        f"UPDATE recipients SET {column} = ? WHERE queue_id = ? AND address = ?",
+        [(settled, queue_id, address) for address in recipients],
     )
 
 

@@ -22,7 +22,11 @@ each destination, every message it touched is settled: failures are
 reported to the sender (``Queue.report``, an RFC 3464 bounce queued from
 ``<>`` like any other mail, so a local sender gets it in the Maildir),
 recipients deferred past ``delay_warning`` get a delay notice when their
-NOTIFY asks for one, and a finished message is removed.
+NOTIFY asks for one, those delivered with NOTIFY=SUCCESS that ``record``
+left owed a success notice get it, and a finished message is removed.
+Each report is queued in the commit that settles its recipients, and a
+message is settled again each time it is delivered to or found finished:
+after a crash, what was owed is still reported, once.
 
 Local recipients go through the queue too, to the local handler's
 ``on_message`` (e.g. ``Maildir``), as one envelope per message: one durable
@@ -42,7 +46,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .._outcome import BadOutcome, message_replies
 from ..handler import bind_hooks
@@ -97,6 +101,7 @@ class Scheduler:
         now: Callable[[], float] = time.time,
         poll_interval: float = 5.0,
         concurrency: int = 20,
+        bounce_size_limit: int = 0,
     ) -> None:
         self.queue = queue
         self.router = router
@@ -108,6 +113,7 @@ class Scheduler:
         )
         self.now = now
         self.poll_interval = poll_interval
+        self.bounce_size_limit = bounce_size_limit
         hook = bind_hooks(local).get("on_message") if local is not None else None
         self._local_hook = hook
         self._limit = asyncio.Semaphore(concurrency)
@@ -412,7 +418,6 @@ class Scheduler:
         where = "local" if isinstance(route, Local) else str(route)
         for message, rcpts in batch:
             expired = now >= message.created + self.retry.queue_lifetime
-            delivered: list[QueuedRecipient] = []
             for r in rcpts:
                 result = outcomes.get((message.id, r.address))
                 if result is None:  # no address was left to try
@@ -434,7 +439,7 @@ class Scheduler:
                     enhanced or "",
                     " ".join(text.split()),
                 )
-                recorded = self.queue.record(
+                self.queue.record(
                     message.id,
                     r.address,
                     status,
@@ -444,27 +449,12 @@ class Scheduler:
                     remote_host=result.remote_host,
                     next_attempt=self.retry.next_attempt(r.attempts, now),
                     now=now,
-                )
-                if recorded and status == "delivered" and not result.dsn_relayed:
-                    delivered.append(
-                        replace(
-                            r,
-                            status=status,
-                            last_code=code,
-                            last_enhanced=enhanced,
-                            last_text=text,
-                            remote_host=result.remote_host,
-                            last_attempt=now,
-                        )
-                    )
-            if delivered:  # NOTIFY=SUCCESS (RFC 3461 §4.1); report() checks who asked
-                self.queue.report(
-                    message, delivered, "success", reporting_mta=self.hostname, now=now
+                    dsn_relayed=result.dsn_relayed,
                 )
             self._settle(message.id)
 
     def _settle(self, queue_id: str) -> None:
-        """Report failures and due delay notices; remove the message once finished.
+        """Report failures, due delay notices, owed success notices; remove once finished.
 
         One at a time: two destinations of one message finishing together
         must not both report the same failed recipient.
@@ -479,7 +469,14 @@ class Scheduler:
         now = self.now()
         failed = [r for r in message.recipients if r.status == "failed" and not r.failure_notified]
         if failed:
-            self.queue.report(message, failed, "failure", reporting_mta=self.hostname, now=now)
+            self.queue.report(
+                message,
+                failed,
+                "failure",
+                reporting_mta=self.hostname,
+                now=now,
+                size_limit=self.bounce_size_limit,
+            )
         warn = self.retry.delay_warning
         if warn > 0 and now >= message.created + warn:
             late = [
@@ -494,7 +491,10 @@ class Scheduler:
                     now=now,
                     retry_until=message.created + self.retry.queue_lifetime,
                 )
-        if message.finished:
+        owed = [r for r in message.recipients if r.success_owed]
+        if owed:  # NOTIFY=SUCCESS (RFC 3461 §4.1); report() checks who asked
+            self.queue.report(message, owed, "success", reporting_mta=self.hostname, now=now)
+        if message.finished:  # after the reports: nothing owed is removed unreported
             self.queue.remove(queue_id)
 
 

@@ -108,6 +108,7 @@ class Relay(Handler):
             local,
             hostname=settings.hostname,
             retry=retry,
+            bounce_size_limit=settings.bounce_size_limit,
             **scheduler_options,
         )
 

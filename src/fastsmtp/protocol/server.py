@@ -16,14 +16,14 @@ takes them, so a pipelined group (RFC 2920) is answered with one write once
 the input is drained.
 
 The connection is always in one ``State``. Which commands each state admits
-is the table ``_SEQUENCE``; a command outside its states gets the 503 named
-there. After DATA the body is decoded chunk by chunk by the wire layer's
-``DataDecoder`` and surfaces as ``BodyChunk`` events, never as one buffer.
-Body bytes that arrive while nothing else is buffered are decoded in
-``receive_data`` itself, so a big message is not copied into the command
-buffer and out again; ``keep_body=False`` (nobody reads the body) decodes
-without making the body at all: no ``BodyChunk``, the same checks and
-replies.
+is the table ``SEQUENCE`` (``protocol.state``); a command outside its states
+gets the 503 named there. After DATA the body is decoded chunk by chunk by
+the wire layer's ``DataDecoder`` and surfaces as ``BodyChunk`` events,
+never as one buffer. Body bytes that arrive while nothing else is buffered
+are decoded in ``receive_data`` itself, so a big message is not copied into
+the command buffer and out again; ``keep_body=False`` (nobody reads the
+body) decodes without making the body at all: no ``BodyChunk``, the same
+checks and replies.
 
 With ``settings.lmtp`` the connection speaks LMTP (RFC 2033): LHLO takes
 the place of HELO/EHLO, and the ``MessageEnd`` decision is answered with
@@ -32,16 +32,18 @@ one reply per accepted recipient (``respond_recipients``).
 Every 5xx for a malformed or out-of-sequence command counts as an error;
 after ``max_errors`` the connection answers 421 and closes (RFC 5321
 §4.3.2 lets a server close on abuse).
+
+Here are the mail path and the dialogue's core; the other commands are
+functions of the connection in modules beside this one: ``hello``,
+``starttls``, ``auth_exchange``, ``etrn``, ``queries`` and ``lmtp``.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any
 
-from ..auth import SASLServer, ScramSecrets
+from ..auth import SASLServer
 from ..config import Settings
 from ..relay import RelayPolicy
 from ..session import Envelope, Session
@@ -56,14 +58,13 @@ from ..wire import (
     parse_mail,
     parse_rcpt,
 )
+from . import auth_exchange, etrn, hello, lmtp, queries, starttls
 from . import replies as R
 from .dsn import parse_envid, parse_ret, recipient_dsn
-from .etrn import parse_atrn, parse_etrn
 from .events import (
     NEED_DATA,
     Atrn,
     Authenticate,
-    AuthResult,
     BodyChunk,
     Closed,
     DataStarted,
@@ -77,79 +78,20 @@ from .events import (
     NeedData,
     RcptTo,
     Reset,
-    StartTLS,
     Verify,
 )
+from .hello import ehlo_reply
 from .replies import Reply
+from .state import BDAT_SEQUENCE as _BDAT_SEQUENCE
+from .state import SEQUENCE, State
 
 __all__ = ["ServerConnection", "State", "ehlo_reply"]
-
-
-class State(enum.IntEnum):
-    """Where a connection is in the SMTP dialogue."""
-
-    # An IntEnum: states are looked up in dicts once per command, and int
-    # hashing is C; Enum's is Python.
-    CONNECTED = 1  # greeted, waiting for HELO/EHLO
-    READY = 2  # greeted both ways, no transaction
-    MAIL = 3  # MAIL accepted, no recipient yet
-    RCPT = 4  # at least one recipient accepted
-    DATA = 5  # receiving the message body
-    TLS = 6  # STARTTLS accepted: input is discarded until tls_started()
-    CLOSED = 7
-    CHUNKS = 8  # between BDAT chunks of one message (RFC 3030)
-    BDAT = 9  # consuming the octets of one BDAT chunk
-    AUTH = 10  # in an AUTH exchange: lines are SASL responses (RFC 4954 §4)
 
 
 # The states the per-command path tests, as module constants: on Python 3.11
 # each ``State.X`` is a metaclass attribute lookup (~130 ns), ~50 per message.
 _CONNECTED, _READY, _MAIL, _RCPT = State.CONNECTED, State.READY, State.MAIL, State.RCPT
 _DATA, _TLS, _CLOSED, _BDAT, _AUTH = State.DATA, State.TLS, State.CLOSED, State.BDAT, State.AUTH
-
-
-# verb -> {state: the 503 that refuses it there}; states not listed admit
-# the verb. RFC 5321 §4.1.4 gives the order.
-_SEQUENCE: dict[str, dict[State, Reply]] = {
-    "MAIL": {
-        State.CONNECTED: R.NEED_HELO,
-        State.MAIL: R.NESTED_MAIL,
-        State.RCPT: R.NESTED_MAIL,
-        State.CHUNKS: R.NESTED_MAIL,
-    },
-    "RCPT": {State.CONNECTED: R.NEED_MAIL, State.READY: R.NEED_MAIL, State.CHUNKS: R.AFTER_BDAT},
-    # RFC 2920 §3.1: DATA with no accepted recipient fails with 503.
-    "DATA": {
-        State.CONNECTED: R.NEED_MAIL,
-        State.READY: R.NEED_MAIL,
-        State.MAIL: R.NO_VALID_RECIPIENTS,
-        # RFC 3030 §2: no DATA in a transaction that used BDAT.
-        State.CHUNKS: R.AFTER_BDAT,
-    },
-    # RFC 4954 §4: AUTH after EHLO, never during a mail transaction.
-    "AUTH": {
-        State.CONNECTED: R.NEED_EHLO,
-        State.MAIL: R.AUTH_IN_TRANSACTION,
-        State.RCPT: R.AUTH_IN_TRANSACTION,
-        State.CHUNKS: R.AUTH_IN_TRANSACTION,
-    },
-    "ETRN": {
-        State.CONNECTED: R.NEED_HELO,
-        State.MAIL: R.ETRN_IN_TRANSACTION,
-        State.RCPT: R.ETRN_IN_TRANSACTION,
-        State.CHUNKS: R.ETRN_IN_TRANSACTION,
-    },
-    "ATRN": {
-        State.CONNECTED: R.NEED_EHLO,
-        State.MAIL: R.ATRN_IN_TRANSACTION,
-        State.RCPT: R.ATRN_IN_TRANSACTION,
-        State.CHUNKS: R.ATRN_IN_TRANSACTION,
-    },
-}
-# BDAT has no entry: a chunk is consumed even when refused (RFC 3030 §2),
-# so _bdat checks the sequence itself.
-
-_IN_TRANSACTION = frozenset({State.MAIL, State.RCPT, State.CHUNKS})
 
 _MAIL_ERRORS = {
     "syntax": R.SYNTAX_MAIL,
@@ -162,11 +104,6 @@ _RCPT_ERRORS = {
     "address": R.BAD_RECIPIENT,
     "utf8": R.NEEDS_SMTPUTF8,
     "param": R.BAD_PARAMETER,
-}
-_BDAT_SEQUENCE = {
-    State.CONNECTED: R.NEED_MAIL,
-    State.READY: R.NEED_MAIL,
-    State.MAIL: R.NO_VALID_RECIPIENTS,
 }
 
 _MAIL_DSN = {"RET": parse_ret, "ENVID": parse_envid}
@@ -301,22 +238,11 @@ class ServerConnection:
         """The server is stopping: say 421 and close (RFC 5321 §3.8)."""
         self._close_with(R.shutting_down(self.settings.hostname))
 
-    def tls_started(self) -> None:
-        """The TLS handshake after STARTTLS succeeded: start afresh (RFC 3207 §4.2).
-
-        The client must say EHLO again; what it said before, and any bytes it
-        sent after STARTTLS, are forgotten.
-        """
-        if self.state is not State.TLS:
-            raise RuntimeError("tls_started() without an accepted STARTTLS")
-        self._reader.drain()
-        self.envelope = Envelope()
-        self.session.tls = True
-        self.session.host_name = None
-        self.session.extended = False
-        self.session.auth = None
-        self._starttls = False
-        self.state = State.CONNECTED
+    # Bound from the modules of their commands (see the module doc).
+    tls_started = starttls.tls_started
+    respond_auth = auth_exchange.respond_auth
+    respond_recipients = lmtp.respond_recipients
+    _auth_step = auth_exchange.step
 
     def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA`` when more input is needed."""
@@ -380,55 +306,6 @@ class ServerConnection:
         accept = reply is None or reply.code < 400
         self._send(_RESPONDERS[type(event)](self, event, reply, accept))
 
-    def respond_auth(self, result: str | ScramSecrets | None) -> None:
-        """Answer a pending ``Authenticate``: the identity the password proves,
-        the user's SCRAM secrets, or ``None`` (unknown user or wrong password).
-
-        A result may be a notice (``AuthResult``) that ``next_event`` returns.
-        """
-        if not isinstance(self._decision, Authenticate) or self._sasl is None:
-            raise RuntimeError("no Authenticate decision is pending")
-        self._decision = None
-        self._notice = self._auth_step(self._sasl.answer(result))
-
-    def respond_recipients(self, replies: Sequence[Reply | None]) -> None:
-        """LMTP: answer ``MessageEnd`` with one reply per accepted recipient.
-
-        ``replies[i]`` answers ``envelope.rcpt_tos[i]`` (RFC 2033 §4.2);
-        ``None`` accepts with the default reply. The transaction counts as
-        delivered when any recipient accepted it.
-        """
-        event = self._decision
-        if not self.settings.lmtp or type(event) is not MessageEnd:
-            raise RuntimeError("respond_recipients() answers MessageEnd in LMTP mode only")
-        if len(replies) != len(self.envelope.rcpt_tos):
-            raise ValueError(f"{len(replies)} replies for {len(self.envelope.rcpt_tos)} recipients")
-        self._decision = None
-        accept = False
-        for reply in replies:
-            accept = accept or reply is None or reply.code < 400
-            self._send(reply or R.OK)
-        self._respond_message(event, None, accept)
-
-    def _respond_hello(self, event: Hello, reply: Reply | None, accept: bool) -> Reply:
-        if not accept:
-            assert reply is not None
-            self.session.extended = self._extended_before
-            return reply
-        if self.state in _IN_TRANSACTION:
-            # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
-            self._notice = Reset(self.envelope)
-        self._reset_transaction()
-        self.session.host_name = event.host_name
-        self.session.extended = event.verb != "HELO"
-        self.state = State.READY
-        if self.session.extended:
-            extensions = ("STARTTLS", *self._extensions) if self._starttls else self._extensions
-            if self._auth_offered:
-                extensions = (*extensions, "AUTH " + " ".join(self._auth_mechanisms))
-            return ehlo_reply(self.settings, extensions)
-        return reply or R.helo_ok(self.settings.hostname)
-
     def _respond_mail(self, event: MailFrom, reply: Reply | None, accept: bool) -> Reply:
         if accept:
             env = self.envelope
@@ -458,28 +335,6 @@ class ServerConnection:
         self._reset_transaction()
         self.state = _READY
         return reply or R.OK
-
-    def _respond_auth(self, event: Authenticate, reply: Reply | None, accept: bool) -> Reply:
-        # Only refusals come this way (respond_auth accepts); fail closed.
-        self._sasl = None
-        self.state = State.READY
-        if reply is not None and reply.code == 421:
-            self._notice = self._close(reply.text)
-        return reply if reply is not None and not accept else R.AUTH_FAILED
-
-    def _respond_vrfy(self, event: Verify, reply: Reply | None, accept: bool) -> Reply:
-        return reply or R.VRFY_CANNOT
-
-    def _respond_expn(self, event: Expand, reply: Reply | None, accept: bool) -> Reply:
-        return reply or R.EXPN_DISABLED
-
-    def _respond_etrn(self, event: Etrn, reply: Reply | None, accept: bool) -> Reply:
-        return reply or R.etrn_unable(event.node)
-
-    def _respond_atrn(self, event: Atrn, reply: Reply | None, accept: bool) -> Reply:
-        if accept:  # RFC 2645 §4: the roles reverse; this side of SMTP is over
-            self._close("ATRN: the connection is turned around")
-        return reply or R.ATRN_REVERSING
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
@@ -603,29 +458,6 @@ class ServerConnection:
         return None
 
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
-    def _hello(self, verb: str, args: bytes) -> Event | None:
-        if not args:
-            return self._bad(R.SYNTAX_HELO)
-        # While the hook decides, ``extended`` tells EHLO/LHLO from HELO (as
-        # aiosmtpd's extended_smtp does); a refusal puts it back.
-        self._extended_before = self.session.extended
-        self.session.extended = verb != "HELO"
-        return self._decide(Hello(verb, args.decode("utf-8", "replace")))
-
-    def _helo(self, args: bytes) -> Event | None:
-        if self.settings.lmtp:
-            return self._bad(R.LMTP_NEEDS_LHLO)
-        return self._hello("HELO", args)
-
-    def _ehlo(self, args: bytes) -> Event | None:
-        if self.settings.lmtp:
-            return self._bad(R.LMTP_NEEDS_LHLO)
-        return self._hello("EHLO", args)
-
-    def _lhlo(self, args: bytes) -> Event | None:
-        if not self.settings.lmtp:
-            return self._bad(R.UNKNOWN_COMMAND)
-        return self._hello("LHLO", args)  # RFC 2033 §4.1: EHLO by another name
 
     def _mail(self, args: bytes) -> Event | None:
         limit = self.settings.max_transactions
@@ -773,90 +605,10 @@ class ServerConnection:
         self._send(R.bye(self.settings.hostname))
         return self._close("QUIT")
 
-    def _help(self, args: bytes) -> Event | None:
-        self._send(R.HELP)
-        return self._count_junk()
-
-    def _vrfy(self, args: bytes) -> Event | None:
-        if not args:
-            return self._bad(R.SYNTAX_VRFY)
-        return self._count_junk() or self._decide(Verify(args.decode("utf-8", "replace")))
-
-    def _expn(self, args: bytes) -> Event | None:
-        if not args:
-            return self._bad(R.SYNTAX_VRFY)
-        return self._count_junk() or self._decide(Expand(args.decode("utf-8", "replace")))
-
-    def _starttls_command(self, args: bytes) -> Event | None:
-        if self.session.tls:
-            return self._bad(R.TLS_ALREADY_ACTIVE)
-        if not self._starttls:
-            return self._bad(R.NOT_IMPLEMENTED)
-        if args:
-            return self._bad(R.SYNTAX_STARTTLS)
-        self._send(R.READY_FOR_TLS)
-        # Bytes pipelined after STARTTLS are dropped, never run after the
-        # handshake (command injection, CVE-2011-0411).
-        self._reader.drain()
-        abandoned = self.envelope if self.state in _IN_TRANSACTION else None
-        self._reset_transaction()
-        self.state = State.TLS
-        if abandoned is not None:
-            # RFC 3207 §4.2 forgets the transaction (even between BDAT
-            # chunks): say so first, as RSET would, then start TLS.
-            self._notice = StartTLS()
-            return Reset(abandoned)
-        return StartTLS()
-
     @property
     def _auth_offered(self) -> bool:
         # RFC 4954 §4 / RFC 8314: passwords only under TLS unless allowed.
         return bool(self._auth_mechanisms) and (self.session.tls or self.settings.auth_without_tls)
-
-    def _auth(self, args: bytes) -> Event | None:
-        if not self._auth_mechanisms:  # no authenticator: as if AUTH did not exist
-            return self._bad(R.UNKNOWN_COMMAND)
-        if not self._auth_offered:
-            return self._bad(R.AUTH_NEEDS_TLS)
-        if not self.session.extended:
-            return self._bad(R.NEED_EHLO)
-        if self.session.auth:
-            return self._bad(R.ALREADY_AUTHENTICATED)
-        self._sasl = SASLServer(self._auth_mechanisms)
-        self.state = State.AUTH
-        return self._auth_step(self._sasl.begin(args))
-
-    def _auth_step(self, outcome: Reply | Authenticate | AuthResult) -> Event | None:
-        """Carry out what the SASL exchange says: challenge, ask, finish or refuse."""
-        if isinstance(outcome, Authenticate):
-            return self._decide(outcome)
-        if isinstance(outcome, Reply) and outcome.code == 334:
-            self._send(outcome)
-            return None
-        self._sasl = None
-        self.state = State.READY
-        if isinstance(outcome, Reply):  # malformed, cancelled, unknown mechanism
-            return self._bad(outcome)
-        if outcome.identity:
-            self.session.auth = outcome.identity
-        self._send(R.AUTH_SUCCESS if outcome.identity else R.AUTH_FAILED)
-        return outcome
-
-    def _etrn(self, args: bytes) -> Event | None:
-        if not self.settings.etrn:
-            return self._bad(R.NOT_IMPLEMENTED)
-        request = parse_etrn(args)
-        if isinstance(request, Reply):
-            return self._bad(request)
-        return self._count_junk() or self._decide(request)
-
-    def _atrn(self, args: bytes) -> Event | None:
-        if not self.settings.atrn_domains:
-            return self._bad(R.NOT_IMPLEMENTED)
-        if not self.session.auth:  # RFC 2645 §4: ATRN only after AUTH
-            return self._bad(R.AUTH_REQUIRED)
-        request = parse_atrn(args)
-        return self._bad(request) if isinstance(request, Reply) else self._decide(request)
 
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
@@ -865,25 +617,25 @@ class ServerConnection:
 Command = Callable[[ServerConnection, bytes], Event | None]
 _NO_RULE: dict[State, Reply] = {}
 _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
-    verb: (command, _SEQUENCE.get(verb, _NO_RULE))
+    verb: (command, SEQUENCE.get(verb, _NO_RULE))
     for verb, command in {
-        "HELO": ServerConnection._helo,
-        "EHLO": ServerConnection._ehlo,
-        "LHLO": ServerConnection._lhlo,
+        "HELO": hello.helo,
+        "EHLO": hello.ehlo,
+        "LHLO": hello.lhlo,
         "MAIL": ServerConnection._mail,
         "RCPT": ServerConnection._rcpt,
         "DATA": ServerConnection._data,
         "RSET": ServerConnection._rset,
         "NOOP": ServerConnection._noop,
         "QUIT": ServerConnection._quit,
-        "HELP": ServerConnection._help,
-        "VRFY": ServerConnection._vrfy,
-        "EXPN": ServerConnection._expn,
-        "STARTTLS": ServerConnection._starttls_command,
+        "HELP": queries.help_,
+        "VRFY": queries.vrfy,
+        "EXPN": queries.expn,
+        "STARTTLS": starttls.starttls,
         "BDAT": ServerConnection._bdat,
-        "AUTH": ServerConnection._auth,
-        "ETRN": ServerConnection._etrn,
-        "ATRN": ServerConnection._atrn,
+        "AUTH": auth_exchange.auth,
+        "ETRN": etrn.etrn,
+        "ATRN": etrn.atrn,
         # RFC 821 TURN cannot be authenticated (RFC 2645 §1): never offered.
         "TURN": ServerConnection._not_implemented,
     }.items()
@@ -891,64 +643,16 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
 
 Responder = Callable[[ServerConnection, Any, Reply | None, bool], Reply]
 _RESPONDERS: dict[type, Responder] = {
-    Hello: ServerConnection._respond_hello,
+    Hello: hello.respond_hello,
     MailFrom: ServerConnection._respond_mail,
     RcptTo: ServerConnection._respond_rcpt,
     MessageEnd: ServerConnection._respond_message,
-    Verify: ServerConnection._respond_vrfy,
-    Expand: ServerConnection._respond_expn,
-    Etrn: ServerConnection._respond_etrn,
-    Atrn: ServerConnection._respond_atrn,
-    Authenticate: ServerConnection._respond_auth,
+    Verify: queries.respond_vrfy,
+    Expand: queries.respond_expn,
+    Etrn: etrn.respond_etrn,
+    Atrn: etrn.respond_atrn,
+    Authenticate: auth_exchange.respond_authenticate,
 }
-
-
-def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
-    """The EHLO reply: the host name, then the extensions actually enabled."""
-    return _ehlo_reply(
-        settings.hostname,
-        settings.pipelining,
-        settings.max_message_size,
-        settings.eightbitmime,
-        settings.smtputf8,
-        settings.dsn,
-        settings.chunking,
-        settings.binarymime,
-        tuple(extensions),
-    )
-
-
-@lru_cache(maxsize=64)
-def _ehlo_reply(
-    hostname: str,
-    pipelining: bool,
-    max_message_size: int,
-    eightbitmime: bool,
-    smtputf8: bool,
-    dsn: bool,
-    chunking: bool,
-    binarymime: bool,
-    extensions: tuple[str, ...],
-) -> Reply:
-    # Built once per configuration, not per connection.
-    lines = [hostname]
-    if pipelining:
-        lines.append("PIPELINING")
-    lines.append(f"SIZE {max_message_size}")
-    if eightbitmime:
-        lines.append("8BITMIME")
-    if smtputf8:
-        lines.append("SMTPUTF8")
-    if dsn:
-        lines.append("DSN")
-    if chunking:
-        lines.append("CHUNKING")
-        if binarymime:
-            lines.append("BINARYMIME")
-    lines.append("ENHANCEDSTATUSCODES")
-    lines.extend(extensions)
-    # RFC 2034 §3: no enhanced code on the EHLO reply.
-    return Reply(250, None, "\n".join(lines))
 
 
 def _compiled_twin() -> dict[str, Any]:
@@ -959,7 +663,7 @@ def _compiled_twin() -> dict[str, Any]:
     this one even under FASTSMTP_NO_EXTENSIONS). It is used when the wire
     layer is compiled, so one switch governs both. Every name is replaced,
     not only ``__all__``: the compiled ServerConnection works with the
-    compiled State and tables, and whoever imports any of them gets those.
+    compiled tables, and whoever imports any of them gets those.
     ``_server_c.pxd`` declares the compiled ServerConnection's attributes.
     The compiled module runs this too and, by its name, keeps its own.
     Type checkers see the pure module.

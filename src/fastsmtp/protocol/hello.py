@@ -1,0 +1,127 @@
+"""HELO, EHLO and LHLO for ``ServerConnection``, and the EHLO reply.
+
+The client names itself once per session (again after STARTTLS); the
+application decides (``Hello``) and the accepted greeting starts the
+dialogue afresh (RFC 5321 §4.1.4). The EHLO reply lists exactly the
+extensions this configuration offers; it is built once per configuration.
+
+The functions take the connection as their first argument: they are its
+command and responder table entries, kept out of the hot mail path's module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from . import replies as R
+from .events import Event, Hello, Reset
+from .replies import Reply
+from .state import IN_TRANSACTION, State
+
+if TYPE_CHECKING:
+    from .server import ServerConnection
+
+__all__ = ["ehlo", "ehlo_reply", "helo", "lhlo", "respond_hello"]
+
+
+def _hello(conn: ServerConnection, verb: str, args: bytes) -> Event | None:
+    if not args:
+        return conn._bad(R.SYNTAX_HELO)
+    # While the hook decides, ``extended`` tells EHLO/LHLO from HELO (as
+    # aiosmtpd's extended_smtp does); a refusal puts it back.
+    conn._extended_before = conn.session.extended
+    conn.session.extended = verb != "HELO"
+    return conn._decide(Hello(verb, args.decode("utf-8", "replace")))
+
+
+def helo(conn: ServerConnection, args: bytes) -> Event | None:
+    """HELO (RFC 5321 §4.1.1.1): not in LMTP."""
+    if conn.settings.lmtp:
+        return conn._bad(R.LMTP_NEEDS_LHLO)
+    return _hello(conn, "HELO", args)
+
+
+def ehlo(conn: ServerConnection, args: bytes) -> Event | None:
+    """EHLO (RFC 5321 §4.1.1.1): not in LMTP."""
+    if conn.settings.lmtp:
+        return conn._bad(R.LMTP_NEEDS_LHLO)
+    return _hello(conn, "EHLO", args)
+
+
+def lhlo(conn: ServerConnection, args: bytes) -> Event | None:
+    """LHLO: RFC 2033 §4.1's EHLO by another name, in LMTP only."""
+    if not conn.settings.lmtp:
+        return conn._bad(R.UNKNOWN_COMMAND)
+    return _hello(conn, "LHLO", args)
+
+
+def respond_hello(conn: ServerConnection, event: Hello, reply: Reply | None, accept: bool) -> Reply:
+    """The answer to ``Hello``: accepted, the session starts afresh."""
+    if not accept:
+        assert reply is not None
+        conn.session.extended = conn._extended_before
+        return reply
+    if conn.state in IN_TRANSACTION:
+        # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
+        conn._notice = Reset(conn.envelope)
+    conn._reset_transaction()
+    conn.session.host_name = event.host_name
+    conn.session.extended = event.verb != "HELO"
+    conn.state = State.READY
+    if conn.session.extended:
+        extensions = ("STARTTLS", *conn._extensions) if conn._starttls else conn._extensions
+        if conn._auth_offered:
+            extensions = (*extensions, "AUTH " + " ".join(conn._auth_mechanisms))
+        return ehlo_reply(conn.settings, extensions)
+    return reply or R.helo_ok(conn.settings.hostname)
+
+
+def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
+    """The EHLO reply: the host name, then the extensions actually enabled."""
+    return _ehlo_reply(
+        settings.hostname,
+        settings.pipelining,
+        settings.max_message_size,
+        settings.eightbitmime,
+        settings.smtputf8,
+        settings.dsn,
+        settings.chunking,
+        settings.binarymime,
+        tuple(extensions),
+    )
+
+
+@lru_cache(maxsize=64)
+def _ehlo_reply(
+    hostname: str,
+    pipelining: bool,
+    max_message_size: int,
+    eightbitmime: bool,
+    smtputf8: bool,
+    dsn: bool,
+    chunking: bool,
+    binarymime: bool,
+    extensions: tuple[str, ...],
+) -> Reply:
+    # Built once per configuration, not per connection.
+    lines = [hostname]
+    if pipelining:
+        lines.append("PIPELINING")
+    lines.append(f"SIZE {max_message_size}")
+    if eightbitmime:
+        lines.append("8BITMIME")
+    if smtputf8:
+        lines.append("SMTPUTF8")
+    if dsn:
+        lines.append("DSN")
+    if chunking:
+        lines.append("CHUNKING")
+        if binarymime:
+            lines.append("BINARYMIME")
+    lines.append("ENHANCEDSTATUSCODES")
+    lines.extend(extensions)
+    # RFC 2034 §3: no enhanced code on the EHLO reply.
+    return Reply(250, None, "\n".join(lines))

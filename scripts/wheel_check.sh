@@ -7,11 +7,12 @@
 #   2. check what the sdist and the wheel contain
 #   3. auditwheel repair -> manylinux wheel; auditwheel show reports its tag
 #   4. fresh venv + that wheel: the sdist's tests/ copied to a temp dir and the
-#      whole suite run there (src/ cannot be imported), compiled module asserted
+#      whole suite run there (src/ cannot be imported), compiled modules asserted
 #   5. CC=false (no compiler): the sdist installs as pure Python with a
 #      one-line warning; IMPLEMENTATION == "py"; a quick subset of the tests
 #   6. no Cython (--no-build-isolation, setuptools only): the sdist compiles
-#      its shipped _c.c; IMPLEMENTATION == "c"; a quick subset of the tests
+#      its shipped C (wire/_c.c, protocol/server.c); IMPLEMENTATION == "c";
+#      a quick subset of the tests
 #   7. FASTSMTP_NO_EXTENSIONS=1 builds a pure py3-none-any wheel
 #
 # Usage: scripts/wheel_check.sh [--keep]    (PYTHON=python3.X picks the interpreter;
@@ -76,7 +77,8 @@ pytest_installed() {
         "$sdist_dir/example.toml" "$run/"
     (cd "$run" && "$venv/bin/python" -m pytest "$@")
 }
-# Where fastsmtp and its wire module come from; fails unless IMPLEMENTATION is $2.
+# Where fastsmtp and its compiled modules come from; fails unless IMPLEMENTATION
+# is $2 and, for "c", the compiled state machine is the one in use.
 assert_installed() {
     local venv=$1 expected=$2
     (cd "$work" && "$venv/bin/python" - "$expected" <<'EOF'
@@ -85,22 +87,28 @@ import os
 import sys
 
 import fastsmtp
+import fastsmtp.protocol.server
 import fastsmtp.wire
 
 expected = sys.argv[1]
 prefix = os.path.realpath(sys.prefix)
 where = os.path.realpath(fastsmtp.__file__)
 assert where.startswith(prefix + os.sep), f"fastsmtp imported from {where}, not the venv"
-spec = importlib.util.find_spec("fastsmtp.wire._c")
-compiled = spec.origin if spec else None
 print(f"   fastsmtp from {where}")
-print(f"   wire implementation: {fastsmtp.wire.IMPLEMENTATION}; compiled module: {compiled}")
+print(f"   wire implementation: {fastsmtp.wire.IMPLEMENTATION}")
 assert fastsmtp.wire.IMPLEMENTATION == expected, f"expected {expected!r}"
-if expected == "c":
-    assert compiled and compiled.endswith((".so", ".pyd")), compiled
-    assert os.path.realpath(compiled).startswith(prefix + os.sep), compiled
-else:
-    assert compiled is None, f"a pure install has a compiled module: {compiled}"
+for name in ("fastsmtp.wire._c", "fastsmtp.protocol._server_c"):
+    spec = importlib.util.find_spec(name)
+    compiled = spec.origin if spec else None
+    print(f"   compiled module {name}: {compiled}")
+    if expected == "c":
+        assert compiled and compiled.endswith((".so", ".pyd")), compiled
+        assert os.path.realpath(compiled).startswith(prefix + os.sep), compiled
+    else:
+        assert compiled is None, f"a pure install has a compiled module: {compiled}"
+machine = fastsmtp.protocol.server.ServerConnection.__module__
+print(f"   ServerConnection from {machine}")
+assert machine == ("fastsmtp.protocol._server_c" if expected == "c" else "fastsmtp.protocol.server")
 EOF
     ) || fail "$venv: the wire implementation is not '$expected'"
 }
@@ -144,7 +152,10 @@ need = [
     "README.md", "CHANGELOG.md", "LICENSE", "example.toml",
     "src/fastsmtp/py.typed", "src/fastsmtp/wire/_py.py",
     "src/fastsmtp/wire/_c.pyx", "src/fastsmtp/wire/_c.pxd", "src/fastsmtp/wire/_c.c",
+    "src/fastsmtp/protocol/server.py", "src/fastsmtp/protocol/_server_c.pxd",
+    "src/fastsmtp/protocol/server.c",
     "tests/wire/conftest.py", "tests/wire/test_wire_loaded.py",
+    "tests/protocol/test_server_loaded.py",
 ]
 missing = [n for n in need if n not in names]
 assert not missing, f"sdist lacks {missing}"
@@ -152,17 +163,20 @@ junk = [n for n in names if re.search(r"(\.so|\.pyd|\.o|\.pyc|\.html)$|__pycache
 assert not junk, f"sdist carries build products: {junk}"
 for line in ("License-Expression: MIT", "License-File: LICENSE", "Project-URL: Changelog"):
     assert line in pkg_info, f"PKG-INFO lacks {line!r}"
-print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, tests/, README, CHANGELOG, LICENSE, example.toml")
+print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, _server_c.pxd, server.c, tests/, README, CHANGELOG, LICENSE, example.toml")
 
 with zipfile.ZipFile(wheel) as whl:
     files = whl.namelist()
-compiled = [n for n in files if re.fullmatch(r"fastsmtp/wire/_c\..*\.(so|pyd)", n)]
-assert compiled, "the wheel has no compiled fastsmtp.wire._c"
+compiled = []
+for module in ("fastsmtp/wire/_c", "fastsmtp/protocol/_server_c"):
+    found = [n for n in files if re.fullmatch(re.escape(module) + r"\..*\.(so|pyd)", n)]
+    assert found, f"the wheel has no compiled {module.replace('/', '.')}"
+    compiled += found
 assert "fastsmtp/py.typed" in files
 assert any(n.endswith(".dist-info/licenses/LICENSE") for n in files), "wheel lacks LICENSE"
 stray = [n for n in files if n.endswith((".c", ".html")) or n.startswith(("tests/", "src/"))]
 assert not stray, f"the wheel carries {stray}"
-print(f"   wheel: {len(files)} files; compiled module {compiled[0]}")
+print(f"   wheel: {len(files)} files; compiled modules {', '.join(compiled)}")
 EOF
 sdist_dir="$work/sdist"
 mkdir "$sdist_dir"
@@ -194,7 +208,7 @@ pytest_installed "$work/venv-c" c
 step "no compiler (CC=false): the sdist installs as pure Python with one warning"
 new_venv "$work/venv-nocc"
 CC=false logged "$work/nocc.log" "$work/venv-nocc/bin/pip" install -v --no-cache-dir --no-deps "$sdist"
-warning="WARNING: fastsmtp-engine: compiled wire layer not built"
+warning="WARNING: fastsmtp-engine: compiled extensions not built"
 count=$(grep -c "$warning" "$work/nocc.log" || true)
 [[ $count == 1 ]] || fail "expected the fallback warning once in the CC=false build, got $count"
 grep "$warning" "$work/nocc.log" | sed 's/^ */   build log: /'
@@ -204,7 +218,7 @@ FASTSMTP_NO_EXTENSIONS=1 pytest_installed "$work/venv-nocc" nocc -q -rfE \
     tests/protocol tests/cli tests/handlers tests/wire/test_wire_loaded.py \
     tests/wire/test_parse_command.py tests/wire/test_data_decoder.py
 
-step "no Cython (--no-build-isolation, setuptools only): builds the shipped _c.c"
+step "no Cython (--no-build-isolation, setuptools only): builds the shipped C"
 new_venv "$work/venv-nocython"
 logged "$work/nocython-setup.log" "$work/venv-nocython/bin/pip" install "setuptools>=77"
 if "$work/venv-nocython/bin/python" -c 'import Cython' 2>/dev/null; then
@@ -213,7 +227,9 @@ fi
 # -O0: this proves _c.c builds and loads; the -O3 wheel above is the one tested in full.
 CFLAGS="-O0 -g0" logged "$work/nocython.log" "$work/venv-nocython/bin/pip" install -v \
     --no-cache-dir --no-deps --no-build-isolation "$sdist"
-grep -q "src/fastsmtp/wire/_c.c" "$work/nocython.log" || fail "the shipped _c.c was not compiled"
+for c in src/fastsmtp/wire/_c.c src/fastsmtp/protocol/server.c; do
+    grep -q "$c" "$work/nocython.log" || fail "the shipped $c was not compiled"
+done
 ! grep -q "$warning" "$work/nocython.log" || fail "the no-Cython build fell back to pure Python"
 assert_installed "$work/venv-nocython" c
 install_test_deps "$work/venv-nocython"

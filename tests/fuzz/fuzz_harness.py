@@ -39,6 +39,7 @@ import itertools
 import os
 import random
 import re
+import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -435,15 +436,22 @@ class ServerModel:
             assert conn.state is State.READY and not conn.envelope.rcpt_tos
 
 
+# The module whose globals ServerConnection reads: the compiled ``_server_c``
+# when ``protocol.server`` took its names from there. Taken at import, before
+# a test can replace ``protocol_server.ServerConnection``.
+MACHINE = sys.modules[protocol_server.ServerConnection.__module__]
+
+
 @contextlib.contextmanager
 def wired(impl: ModuleType) -> Iterator[None]:
     """Run the protocol over the wire twin ``impl`` for the duration.
 
     The protocol modules bind the wire names at import; they are looked up
-    again at each call, so swapping them switches a whole run.
+    again at each call, so swapping them switches a whole run. The state
+    machine reads the names of the module that defines it (``MACHINE``).
     """
     names = {
-        protocol_server: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
+        MACHINE: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
         protocol_dsn: ("xtext_decode",),
     }
     saved = {(m, n): getattr(m, n) for m, ns in names.items() for n in ns}

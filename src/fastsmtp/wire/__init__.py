@@ -3,7 +3,8 @@
 ``FASTSMTP_NO_EXTENSIONS=1`` forces the pure-Python module; otherwise the
 compiled one is used when it is importable. ``IMPLEMENTATION`` says which one
 is loaded (``"c"`` or ``"py"``). The contract both honour is the docstring
-of ``fastsmtp.wire._py``.
+of ``fastsmtp.wire._py``. ``fastsmtp.protocol.server`` follows the same
+choice: with ``"c"`` its compiled build is the one in use.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -53,6 +54,27 @@ class LogReader:
         log = "\n".join(self.seen)
         raise AssertionError(f"server never logged {pattern.pattern!r}; log:\n{log}")
 
+    def rest(self, timeout: float) -> str:
+        """Every line seen, and whatever else comes within ``timeout`` or until EOF."""
+        with contextlib.suppress(AssertionError):
+            self.until(re.compile(r"(?!)"), timeout)  # a pattern that never matches
+        return "\n".join([*self.seen, self.buf.decode("utf-8", "replace")])
+
+
+def stop(proc: subprocess.Popen[bytes], log: LogReader, timeout: float = 20) -> None:
+    """SIGTERM; the server must exit 0 within ``timeout``, or the failure shows why not.
+
+    ``serve`` runs it with PYTHONFAULTHANDLER=1: a server that hangs is sent
+    SIGABRT, which writes every thread's stack to its log.
+    """
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        pytest.fail(f"fastsmtp serve still ran {timeout} s after SIGTERM; its log:\n{log.rest(10)}")
+    assert code == 0, log.rest(5)
+
 
 @contextmanager
 def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[bytes], LogReader, tuple[str, int]]]:
@@ -61,6 +83,7 @@ def serve(*flags: str) -> Iterator[tuple[subprocess.Popen[bytes], LogReader, tup
         [sys.executable, "-m", "fastsmtp", "serve", "--listen", "127.0.0.1:0", *flags],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # see stop()
     )
     try:
         log = LogReader(proc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import re
-import signal
 import smtplib
 import ssl
 import subprocess
@@ -28,7 +27,7 @@ import trustme
 from dnsmasq import DNSMasq
 from peers import MXServers, delivery_status, free_port
 
-from cli.test_serve import serve
+from cli.test_serve import serve, stop
 from fastsmtp.auth import set_password
 from fastsmtp.config import Settings
 from fastsmtp.handlers import Collect
@@ -300,8 +299,7 @@ def example_mta(
         *flags,
     ) as (proc, log, address):
         yield proc, log, address
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
 
 
 def test_example_config_delivers_to_the_best_mx_and_falls_back(

@@ -325,8 +325,8 @@ def run_until_signal(server: Server) -> None:
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new event loop of the ``loop`` setting's kind: ``auto``, ``asyncio`` or ``uvloop``.
 
-    ``auto`` takes uvloop when it is installed: 20–40% less server CPU per
-    1 KiB message than asyncio (bench/README.md); it is never required.
+    ``auto`` takes uvloop when it is installed: it usually costs less server
+    CPU per message than asyncio (bench/README.md); it is never required.
     """
     if kind == "asyncio":
         return asyncio.new_event_loop()

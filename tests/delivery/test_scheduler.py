@@ -360,6 +360,25 @@ def test_stopping_lets_a_delivery_in_progress_finish(
     assert len(slow.envelopes) == 1
 
 
+def test_stop_is_not_lost_when_a_wake_up_comes_with_it(
+    tmp_path: Path, dnsmasq: StartDNS, clock: Clock
+) -> None:
+    # A delivery that ends wakes the scheduler; SIGTERM often comes just then.
+    # On 3.11, asyncio.wait_for swallowed that cancel and stop() never returned.
+    relay = make_relay(tmp_path, two_mx_dns(dnsmasq), 9, clock)
+
+    async def body() -> None:
+        for _ in range(20):
+            relay.scheduler.start()
+            for _ in range(5):  # an empty queue: it soon waits for a wake-up
+                await asyncio.sleep(0.01)
+            relay.scheduler.wake()
+            async with asyncio.timeout(5):
+                await relay.scheduler.stop()
+
+    run(relay, body)
+
+
 def test_a_per_domain_smarthost_route_bypasses_mx(
     tmp_path: Path, dnsmasq: StartDNS, mx_servers: StartMX, clock: Clock
 ) -> None:

@@ -186,8 +186,11 @@ class Scheduler:
             except Exception:  # a broken queue must not end delivery for good
                 log.exception("delivery: polling the queue failed")
                 delay = self.poll_interval
+            # Not wait_for: on 3.11 it swallows a cancel (stop) that comes as
+            # the wake-up does, and the loop would run on (CPython gh-86296).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
 
     async def _idle_time(self, progressed: bool) -> float:
         """Seconds until the next retry is due, at most ``poll_interval``.

@@ -6,11 +6,11 @@ the message, one per recipient), and the original message (RET=FULL, the
 default) or only its header (RET=HDRS, and always for delay notices: RET
 applies to failure reports only, RFC 3461 §4.3). A message larger than
 ``size_limit`` is returned as its header only, as Postfix does with
-``bounce_size_limit``: a report should not carry a big attachment back. A success notice (asked
-for with NOTIFY=SUCCESS) says ``Action: delivered`` for a recipient stored
-here and ``Action: relayed`` for one handed to a server that does not offer
-DSN (one that does is given NOTIFY and reports itself, RFC 3461 §5.2.2).
-It is sent from the null
+``bounce_size_limit``: a report should not carry a big attachment back.
+A success notice (asked for with NOTIFY=SUCCESS) says ``Action:
+delivered`` for a recipient stored here and ``Action: relayed`` for one
+handed to a server that does not offer DSN (one that does is given NOTIFY
+and reports itself, RFC 3461 §5.2.2). A report is sent from the null
 sender ``<>`` to the original sender, so that it can never cause another
 report (RFC 5321 §4.5.5); ``wants_bounce`` is false for a message from
 ``<>`` and applies the recipient's NOTIFY (RFC 3461 §4.1).

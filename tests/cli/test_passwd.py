@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import smtplib
 import ssl
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from test_serve import serve
+from test_serve import serve, stop
 
 
 def passwd(auth_file: Path, user: str, password: str) -> subprocess.CompletedProcess[str]:
@@ -75,8 +74,7 @@ def test_passwd_then_serve_with_auth_file_end_to_end(
             smtp.starttls(context=client_context)
             smtp.login("bob", "battery staple")
         log.until(re.compile(r"AUTH \S+ as bob"), 10)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
     assert "correct horse" not in "\n".join(log.seen)
     [stored] = [p.read_bytes() for p in (maildir / "new").iterdir()]
     assert b"by mx.test (fastsmtp) with ESMTPSA id " in stored

@@ -103,8 +103,7 @@ def test_serve_delivers_to_maildir_and_stops_cleanly_on_sigterm(tmp_path: Path) 
             client.sendmail("a@example.com", ["b@example.com"], b"Subject: cli\r\n\r\nhi\r\n")
         line = log.until(re.compile(r"from=<a@example.com> to=<b@example.com>"), 10)
         assert "size=" in line
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
     files = list((maildir / "new").iterdir())
     assert len(files) == 1
     assert files[0].read_bytes().endswith(b"Subject: cli\n\nhi\n") or files[
@@ -137,11 +136,10 @@ def test_serve_without_a_handler_says_what_to_choose() -> None:
 def test_config_file_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "fastsmtp.toml"
     config.write_text('sink = true\nhostname = "from-config.test"\nmax_message_size = 1000\n')
-    with serve("--config", str(config), "--max-message-size", "2000") as (proc, _, address):
+    with serve("--config", str(config), "--max-message-size", "2000") as (proc, log, address):
         with smtplib.SMTP(*address, timeout=10) as client:
             code, text = client.ehlo()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
     assert code == 250
     assert text.startswith(b"from-config.test")
     assert b"SIZE 2000" in text
@@ -223,21 +221,19 @@ def test_tls_flags_starttls_and_implicit_tls(
             assert plain.docmd("MAIL FROM:<a@example.com>")[0] == 530
             plain.starttls(context=client_context)
             assert plain.sendmail("a@example.com", ["b@example.com"], b"Subject: tls\r\n\r\n") == {}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
 
 
 def test_serve_with_a_local_domain_is_not_an_open_relay(tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
-    with serve("--maildir", str(maildir), "--local-domain", "example.com") as (proc, _, address):
+    with serve("--maildir", str(maildir), "--local-domain", "example.com") as (proc, log, address):
         with smtplib.SMTP(*address, timeout=10) as client:
             client.ehlo()
             client.mail("outsider@elsewhere.example")
             code, text = client.rcpt("victim@other.example")
             assert (code, text) == (554, b"5.7.1 Relay access denied")
             assert client.rcpt("user@example.com")[0] == 250
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
 
 
 def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
@@ -252,8 +248,7 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
                 client.sendmail(
                     "a@example.com", ["b@example.com"], f"Subject: {i}\r\n\r\n".encode()
                 )
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop(proc, log, 30)
     messages = [p.read_bytes() for p in (maildir / "new").iterdir()]
     assert len(messages) == 40
     # Queue ids start with a per-process prefix: both workers took mail.
@@ -308,8 +303,7 @@ def test_serve_runs_on_the_event_loop_it_was_given(loop: str) -> None:
         assert f"event loop: {expected}" in "\n".join(log.seen)
         with smtplib.SMTP(*address, timeout=10) as client:
             assert client.noop()[0] == 250
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        stop(proc, log)
 
 
 def test_auto_falls_back_to_asyncio_and_uvloop_says_what_is_missing(

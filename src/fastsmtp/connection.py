@@ -134,8 +134,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             starttls=self.server.tls_context is not None,
             relay=self.server.relay,
             auth_mechanisms=self.server.auth_mechanisms,
-            # Without on_message or on_data_start, bodies go to DISCARD (_on_data).
-            keep_body="on_message" in self.hooks or "on_data_start" in self.hooks,
+            keep_body=self.server.keeps_bodies,
         )
         self._body = BodyReceiver(session.id)
         self.server._register(self)
@@ -347,7 +346,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
         if "on_data_start" in self.hooks:
             return self._open_sink(trace)
-        if "on_message" not in self.hooks:  # nobody will read it
+        if not self.server.keeps_bodies:  # nobody will read it
             return self._body.start(DISCARD, trace)
         return self._body.start(self._message_body(), trace)
 

@@ -89,6 +89,8 @@ class Server:
         self.handler = handler
         self.hooks = bind_hooks(handler)
         self.dispatch = dispatch_table(self.hooks)
+        #: whether anyone reads message bodies; if not they are decoded, checked and dropped
+        self.keeps_bodies = "on_message" in self.hooks or "on_data_start" in self.hooks
         self._listeners: list[asyncio.Server] = []
         self._tls_listeners: list[asyncio.Server] = []
         self._unix_listeners: list[asyncio.Server] = []

@@ -183,6 +183,8 @@ class Server:
         (never a half-written file), then gets its 421. After ``grace``
         seconds whatever is left is aborted; so is a hook task, and then the
         handler's ``server_stopping``, still running ``grace`` seconds later.
+        The waits use ``asyncio.timeout``, not ``wait_for``, which on 3.11 can
+        swallow a cancel of ``close`` itself (see ``Scheduler._run``).
         """
         listeners = self._listeners + self._tls_listeners + self._unix_listeners
         paths = self.unix_paths
@@ -192,7 +194,8 @@ class Server:
             protocol.shutdown()
         if self._all_closed is not None:
             try:
-                await asyncio.wait_for(self._all_closed.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self._all_closed.wait()
             except TimeoutError:
                 for protocol in list(self._connections):
                     protocol.abort()
@@ -212,7 +215,8 @@ class Server:
         stopping = getattr(self.handler, "server_stopping", None)
         if stopping is not None:
             try:
-                await asyncio.wait_for(stopping(), grace)
+                async with asyncio.timeout(grace):
+                    await stopping()
             except TimeoutError:
                 log.warning("the handler's server_stopping took over %.0f s: cancelled", grace)
 

@@ -40,7 +40,8 @@ BYE = b"221 2.0.0 Bye\r\n"
 REPLIES = {b"EHLO": EHLO, b"DATA": GO_AHEAD, b"QUIT": BYE}
 TOO_LONG = b"500 5.5.2 Line too long\r\n"
 END_OF_DATA = b"\r\n.\r\n"
-#: a command line longer than this closes the connection (RFC 5321 §4.5.3.1.4 says 512)
+#: a longer command line closes the connection: only a bound on memory (RFC 5321
+#: §4.5.3.1.4 allows 512 octets; real clients stay far below this)
 MAX_LINE = 4096
 
 # One buffer for every connection: each read is answered before the next one.
@@ -103,7 +104,7 @@ class FloorProtocol(asyncio.BufferedProtocol):
     def _end_of_data(self, start: int, nbytes: int) -> int:
         """Where the bytes after the end-of-data marker start, or -1 (tail kept)."""
         # A marker that began in an earlier read ends in the first four bytes here.
-        head = self.tail + _BUFFER[start : start + 4]
+        head = self.tail + _BUFFER[start : min(start + 4, nbytes)]
         found = head.find(END_OF_DATA)
         if found >= 0:
             return start + found + len(END_OF_DATA) - len(self.tail)

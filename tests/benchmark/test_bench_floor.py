@@ -2,7 +2,9 @@
 
 It runs the way ``bench.load`` runs it: ``start_server(SERVERS["floor"])``, a
 process of its own on loopback. smtplib sends a transaction with the
-end-of-data marker written in pieces; a raw socket sends a pipelined batch.
+end-of-data marker written in pieces; a raw socket sends a pipelined batch;
+the benchmark's two clients (bench/client.py, Postfix's smtp-source) send
+their loads.
 Whether pieces written apart are read apart is up to the kernel, so every
 split of a conversation is also fed to the protocol in-process, as the event
 loop would feed it, and must give the same replies.
@@ -10,14 +12,18 @@ loop would feed it, and must give the same replies.
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from bench import floor
-from bench.servers import SERVERS, RunningServer, start_server
+from bench.client import run_load
+from bench.servers import SERVERS, RunningServer, start_server, subprocess_env
 
+from interop.conftest import require_tool
 from smtp_replies import parse_replies
 
 # Two transactions, the second with an empty body; the first body has a
@@ -81,6 +87,31 @@ def test_a_pipelined_batch_gets_every_reply_then_the_connection_closes(
     replies = parse_replies(received)
     assert [r.code for r in replies] == CODES
     assert "PIPELINING" in replies[0].lines
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["new", "reuse"])
+def test_the_bundled_load_client_sends_every_message(server: RunningServer, reuse: bool) -> None:
+    host, port = server.address
+    load = run_load(host, port, sessions=3, messages=12, length=3000, reuse=reuse, rcpts=2)
+    result = asyncio.run(asyncio.wait_for(load, 60))
+    assert (result.messages, result.errors, result.first_error) == (12, 0, "")
+
+
+@pytest.mark.interop
+def test_smtp_source_sends_every_message(server: RunningServer) -> None:
+    tool = require_tool("smtp-source")
+    argv = [tool, "-s", "3", "-m", "12", "-l", "3000", "-r", "2", "-M", "client.example"]
+    argv += ["-f", "a@client.example", "-t", "b@server.example", f"127.0.0.1:{server.port}"]
+    for reuse in ([], ["-d"]):
+        proc = subprocess.run(
+            argv[:1] + reuse + argv[1:],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
 
 
 class FakeTransport:

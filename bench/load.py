@@ -21,8 +21,8 @@ is shown as "n/a" with the reason; nothing is left running: every process is
 stopped in a ``finally``, every client run has a deadline.
 
 Beside them runs the Python floor (``bench/floor.py``), a do-nothing
-responder: what Python and the event loop cost alone. fastsmtp ÷ floor is
-then fastsmtp's own share of the gap to smtp-sink.
+responder: what Python and the event loop cost alone. The report gives
+fastsmtp ÷ floor, the part of the gap to smtp-sink that is fastsmtp's own work.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "FLOOR_LOOP",
     "SERVERS",
     "RunningServer",
     "ServerSpec",
@@ -74,7 +75,7 @@ class ServerSpec:
     label: str
     #: ``fastsmtp``, ``aiosmtpd``, ``smtp-sink`` or ``floor`` (``bench/floor.py``)
     kind: str
-    #: extra command-line flags (fastsmtp variants)
+    #: extra command-line flags (fastsmtp variants; the floor's ``--loop``)
     extra: tuple[str, ...] = ()
 
     @property

@@ -8,6 +8,8 @@
   flight, and NOOP latency under load (``python -m bench.memory``).
 - ``client.py``: the bundled asyncio load client, used when Postfix's
   smtp-source is not installed (``python -m bench.client``).
+- ``floor.py``: the Python floor, a do-nothing SMTP responder that the load
+  benchmark runs beside the others: what Python and the event loop cost alone.
 - ``servers.py``, ``model.py``, ``report.py``, ``bodies.py``: starting the
   servers, the measured data, the reports (``python -m bench.report``
   re-renders them from ``results/latest.json``), the message bodies.

@@ -334,12 +334,16 @@ def run_memory(
     log: Log,
     before: Callable[[], None] = lambda: None,
 ) -> MemoryResults:
-    """Every measurement for every server in ``specs``, each on a fresh server.
+    """Every measurement for every server in ``specs``, each on a fresh server
+    (the Python floor is left out, with a log line: see ``measures_memory``).
 
     ``before()`` is called before each measurement (``bench.load`` waits there
     for a quiet machine).
     """
     results = MemoryResults()
+    for spec in [s for s in specs if not s.measures_memory]:
+        log(f"{spec.label}: not measured here (a throughput reference; it keeps nothing)")
+    specs = [s for s in specs if s.measures_memory]
     for spec in specs:
         before()
         results.idle.append(idle_connections(spec, idle, log))

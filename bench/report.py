@@ -20,11 +20,12 @@ from typing import Any
 
 from bench import memory
 from bench.model import KIB, MIB, Cell, LoadResults, Run, Summary
-from bench.servers import SERVERS
+from bench.servers import SERVERS, ServerSpec
 
 __all__ = [
     "README",
     "chart",
+    "floor_pair",
     "from_json",
     "main",
     "markdown",
@@ -54,6 +55,16 @@ def _cell_text(summary: Summary | None, reason: str | None) -> str:
     if summary is None:
         return "failed"
     return _rate(summary.rate)
+
+
+def floor_pair(specs: Sequence[ServerSpec]) -> tuple[ServerSpec, ServerSpec] | None:
+    """``(fastsmtp, floor)``: the Python floor and the one-process fastsmtp on its loop."""
+    for floor in specs:
+        if floor.kind == "floor":
+            for spec in specs:
+                if spec.is_fastsmtp and spec.extra == floor.extra:  # ("--loop", the same)
+                    return spec, floor
+    return None
 
 
 def markdown(results: LoadResults, command: str) -> str:
@@ -95,6 +106,10 @@ def markdown(results: LoadResults, command: str) -> str:
     head = ["load", *(s.label for s in specs)]
     for base in bases:
         head += [f"{base.label} ÷ aiosmtpd", f"{base.label} ÷ smtp-sink"]
+    # How far fastsmtp is from what Python and the loop cost alone (bench/floor.py).
+    pair = floor_pair(specs)
+    if pair is not None:
+        head.append(f"{pair[0].label} ÷ {pair[1].label}")
     lines += ["## msg/s", "", "| " + " | ".join(head) + " |"]
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for cell in results.cells:
@@ -106,6 +121,9 @@ def markdown(results: LoadResults, command: str) -> str:
             mine = results.summary(cell, base.name)
             row.append(_ratio(mine, results.summary(cell, "aiosmtpd")))
             row.append(_ratio(mine, results.summary(cell, "smtp-sink")))
+        if pair is not None:
+            mine = results.summary(cell, pair[0].name)
+            row.append(_ratio(mine, results.summary(cell, pair[1].name)))
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",

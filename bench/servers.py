@@ -15,6 +15,7 @@ reaped (``cutime``/``cstime``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "FLOOR_LOOP",
     "SERVERS",
     "RunningServer",
     "ServerSpec",
@@ -71,15 +73,21 @@ class ServerSpec:
     name: str
     #: column heading in the tables
     label: str
-    #: ``fastsmtp``, ``aiosmtpd`` or ``smtp-sink``
+    #: ``fastsmtp``, ``aiosmtpd``, ``smtp-sink`` or ``floor`` (``bench/floor.py``)
     kind: str
-    #: extra command-line flags (fastsmtp variants)
+    #: extra command-line flags (fastsmtp variants; the floor's ``--loop``)
     extra: tuple[str, ...] = ()
 
     @property
     def is_fastsmtp(self) -> bool:
         """True for the fastsmtp variants (the rows that get ratios)."""
         return self.kind == "fastsmtp"
+
+    @property
+    def measures_memory(self) -> bool:
+        """False for the Python floor: it keeps nothing, so its memory and latency
+        would be the event loop's alone, and the memory targets are fastsmtp's."""
+        return self.kind != "floor"
 
     def argv(self, port: int, max_message_size: int | None = None) -> list[str]:
         """The command line that serves on ``127.0.0.1:port`` and discards mail."""
@@ -108,8 +116,14 @@ class ServerSpec:
             # As root smtp-sink must drop privileges (-u); 1024 is the listen backlog.
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
             return [tool, *user, listen, "1024"]
+        if self.kind == "floor":
+            # It takes any size: it keeps no body.
+            return [sys.executable, "-m", "bench.floor", "--listen", listen, *self.extra]
         raise ValueError(f"unknown server kind {self.kind!r}")
 
+
+#: the Python floor runs on uvloop, as the fastsmtp it is compared with, when installed
+FLOOR_LOOP = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
 #: every server the suite knows, in table order
 SERVERS: dict[str, ServerSpec] = {
@@ -126,6 +140,7 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec("aiosmtpd", "aiosmtpd", "aiosmtpd"),
         ServerSpec("smtp-sink", "smtp-sink", "smtp-sink"),
+        ServerSpec("floor", f"Python floor ({FLOOR_LOOP})", "floor", ("--loop", FLOOR_LOOP)),
     )
 }
 

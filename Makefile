@@ -41,13 +41,16 @@ wheel-check:  ## sdist -> wheel -> auditwheel -> suite vs the installed wheel; C
 docs:  ## regenerate the settings reference in README.md from the dataclass
 	$(PYTHON) -c 'import re, pathlib; from fastsmtp.cli import settings_table as t; p = pathlib.Path("README.md"); p.write_text(re.sub(r"(<!-- settings:start -->\n).*?(\n<!-- settings:end -->)", lambda m: m.group(1) + t() + m.group(2), p.read_text(), flags=re.S))'
 
-annotate:  ## HTML reports of what Cython left in Python: src/fastsmtp/{wire/_c,protocol/server}.html
+annotate:  ## HTML reports of what Cython left in Python: src/fastsmtp/{wire/_c,protocol/server,connection}.html
 	$(PYTHON) -m cython -a -3 src/fastsmtp/wire/_c.pyx
 	$(PYTHON) -m cython -a -3 -X annotation_typing=False --module-name fastsmtp.protocol._server_c \
 		src/fastsmtp/protocol/server.py
-	@echo "open src/fastsmtp/wire/_c.html src/fastsmtp/protocol/server.html"
+	$(PYTHON) -m cython -a -3 -X annotation_typing=False -I src --module-name fastsmtp._connection_c \
+		src/fastsmtp/connection.py
+	@echo "open src/fastsmtp/wire/_c.html src/fastsmtp/protocol/server.html src/fastsmtp/connection.html"
 
 clean:
 	rm -rf build dist src/*.egg-info src/fastsmtp/wire/_c.c src/fastsmtp/wire/_c.html \
 		src/fastsmtp/wire/_c.*.so src/fastsmtp/protocol/server.c src/fastsmtp/protocol/server.html \
-		src/fastsmtp/protocol/_server_c.*.so
+		src/fastsmtp/protocol/_server_c.*.so src/fastsmtp/connection.c src/fastsmtp/connection.html \
+		src/fastsmtp/_connection_c.*.so

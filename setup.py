@@ -1,10 +1,11 @@
 """Build the Cython extensions; FASTSMTP_NO_EXTENSIONS=1 skips them.
 
-Two modules are compiled: the wire layer (``wire/_c.pyx``, the twin of
-``wire/_py.py``) and the SMTP state machine, ``protocol/server.py`` compiled
-as it is, in Cython's pure-Python mode, under the name
-``fastsmtp.protocol._server_c`` (the .py stays importable as its pure twin
-and takes the compiled names, see its end).
+Three modules are compiled: the wire layer (``wire/_c.pyx``, the twin of
+``wire/_py.py``); the SMTP state machine, ``protocol/server.py`` compiled as
+it is, in Cython's pure-Python mode, under the name
+``fastsmtp.protocol._server_c``; and the asyncio connection around it,
+``connection.py`` as ``fastsmtp._connection_c``. Each .py stays importable as
+its pure twin and takes the compiled names (see ``fastsmtp/_twin.py``).
 
 Without a C compiler the build falls back to the pure-Python package with a
 one-line warning, so an sdist installs anywhere. Without Cython it compiles
@@ -30,6 +31,7 @@ NO_EXTENSIONS = bool(os.environ.get("FASTSMTP_NO_EXTENSIONS"))
 SOURCES = {
     "fastsmtp.wire._c": "src/fastsmtp/wire/_c.pyx",
     "fastsmtp.protocol._server_c": "src/fastsmtp/protocol/server.py",
+    "fastsmtp._connection_c": "src/fastsmtp/connection.py",
 }
 GENERATED_C = {name: os.path.splitext(source)[0] + ".c" for name, source in SOURCES.items()}
 DECLARATIONS = {
@@ -43,7 +45,11 @@ DIRECTIVES = {
     # ``bool`` argument into True/False, so the twins could differ (it saves
     # <2% of the compiled state machine's instructions).
     "fastsmtp.protocol._server_c": {"language_level": "3", "annotation_typing": False},
+    "fastsmtp._connection_c": {"language_level": "3", "annotation_typing": False},
 }
+# connection.py's C also comes from the compiled ServerConnection's
+# declarations, which it cimports (found on the include path, src/).
+CIMPORTS = {"fastsmtp._connection_c": ["fastsmtp.protocol._server_c"]}
 
 # What a machine without a working C toolchain raises: no compiler at all
 # (PlatformError, e.g. Windows without MSVC), a compiler that cannot run
@@ -118,9 +124,9 @@ def _stale(name: str) -> bool:
     c = GENERATED_C[name]
     if not os.path.exists(c):
         return True
-    return any(
-        os.path.getmtime(c) < os.path.getmtime(i) for i in (SOURCES[name], DECLARATIONS[name])
-    )
+    inputs = [SOURCES[name], DECLARATIONS[name]]
+    inputs += [DECLARATIONS[other] for other in CIMPORTS.get(name, ())]
+    return any(os.path.getmtime(c) < os.path.getmtime(i) for i in inputs)
 
 
 def _cythonize(cythonize: Callable[..., list[Extension]]) -> list[Extension]:
@@ -130,7 +136,10 @@ def _cythonize(cythonize: Callable[..., list[Extension]]) -> list[Extension]:
         ext
         for name, source in SOURCES.items()
         for ext in cythonize(
-            [Extension(name, [source])], compiler_directives=DIRECTIVES[name], force=_stale(name)
+            [Extension(name, [source])],
+            compiler_directives=DIRECTIVES[name],
+            force=_stale(name),
+            include_path=["src"],
         )
     ]
 

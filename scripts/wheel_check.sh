@@ -89,6 +89,7 @@ import sys
 
 import fastsmtp
 import fastsmtp.protocol.server
+import fastsmtp.connection
 import fastsmtp.wire
 
 expected = sys.argv[1]
@@ -98,7 +99,7 @@ assert where.startswith(prefix + os.sep), f"fastsmtp imported from {where}, not 
 print(f"   fastsmtp from {where}")
 print(f"   wire implementation: {fastsmtp.wire.IMPLEMENTATION}")
 assert fastsmtp.wire.IMPLEMENTATION == expected, f"expected {expected!r}"
-for name in ("fastsmtp.wire._c", "fastsmtp.protocol._server_c"):
+for name in ("fastsmtp.wire._c", "fastsmtp.protocol._server_c", "fastsmtp._connection_c"):
     spec = importlib.util.find_spec(name)
     compiled = spec.origin if spec else None
     print(f"   compiled module {name}: {compiled}")
@@ -110,6 +111,9 @@ for name in ("fastsmtp.wire._c", "fastsmtp.protocol._server_c"):
 machine = fastsmtp.protocol.server.ServerConnection.__module__
 print(f"   ServerConnection from {machine}")
 assert machine == ("fastsmtp.protocol._server_c" if expected == "c" else "fastsmtp.protocol.server")
+protocol = fastsmtp.connection.SMTPProtocol.__module__
+print(f"   SMTPProtocol from {protocol}")
+assert protocol == ("fastsmtp._connection_c" if expected == "c" else "fastsmtp.connection")
 EOF
     ) || fail "$venv: the wire implementation is not '$expected'"
 }
@@ -155,8 +159,9 @@ need = [
     "src/fastsmtp/wire/_c.pyx", "src/fastsmtp/wire/_c.pxd", "src/fastsmtp/wire/_c.c",
     "src/fastsmtp/protocol/server.py", "src/fastsmtp/protocol/_server_c.pxd",
     "src/fastsmtp/protocol/server.c",
+    "src/fastsmtp/connection.py", "src/fastsmtp/_connection_c.pxd", "src/fastsmtp/connection.c",
     "tests/wire/conftest.py", "tests/wire/test_wire_loaded.py",
-    "tests/protocol/test_server_loaded.py",
+    "tests/protocol/test_server_slots.py", "tests/test_compiled_loaded.py",
 ]
 missing = [n for n in need if n not in names]
 assert not missing, f"sdist lacks {missing}"
@@ -164,12 +169,12 @@ junk = [n for n in names if re.search(r"(\.so|\.pyd|\.o|\.pyc|\.html)$|__pycache
 assert not junk, f"sdist carries build products: {junk}"
 for line in ("License-Expression: MIT", "License-File: LICENSE", "Project-URL: Changelog"):
     assert line in pkg_info, f"PKG-INFO lacks {line!r}"
-print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, _server_c.pxd, server.c, tests/, README, CHANGELOG, LICENSE, example.toml")
+print(f"   sdist: {len(names)} entries; has _c.pyx, _c.pxd, _c.c, _server_c.pxd, server.c, _connection_c.pxd, connection.c, tests/, README, CHANGELOG, LICENSE, example.toml")
 
 with zipfile.ZipFile(wheel) as whl:
     files = whl.namelist()
 compiled = []
-for module in ("fastsmtp/wire/_c", "fastsmtp/protocol/_server_c"):
+for module in ("fastsmtp/wire/_c", "fastsmtp/protocol/_server_c", "fastsmtp/_connection_c"):
     found = [n for n in files if re.fullmatch(re.escape(module) + r"\..*\.(so|pyd)", n)]
     assert found, f"the wheel has no compiled {module.replace('/', '.')}"
     compiled += found

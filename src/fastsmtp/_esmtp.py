@@ -12,12 +12,13 @@ protocol's dispatch table, as its own ``_on_*`` methods are.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import ssl
 from collections.abc import Awaitable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .auth import ScramSecrets
 from .handler import _in_thread
@@ -54,7 +55,7 @@ async def _start_tls(proto: SMTPProtocol) -> None:
     try:
         secure = await proto._loop.start_tls(
             plain,
-            proto,
+            cast(asyncio.BaseProtocol, proto),  # the server's are BufferedSMTPProtocol
             context,
             server_side=True,
             ssl_handshake_timeout=proto.server.settings.tls_handshake_timeout,

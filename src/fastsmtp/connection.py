@@ -10,7 +10,9 @@ answered. The replies produced while the input lasts are written with one
 self-checking timer enforces the timeouts.
 
 The gates before the greeting are in ``_pregreet``; the asyncio side of
-STARTTLS, AUTH, ETRN and ATRN in ``_esmtp``.
+STARTTLS, AUTH, ETRN and ATRN in ``_esmtp``. setup.py also compiles this
+file, as ``fastsmtp._connection_c`` (see ``_twin``), so that the per-read
+path calls the compiled state machine in C.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _esmtp, _pregreet
 from ._outcome import BadOutcome, log_message, message_replies
+from ._twin import compiled_names
 from .body import DISCARD, BodyReceiver, BodySink, MessageBody, release, stored
 from .handler import HookCall
 from .protocol import replies as R
@@ -54,7 +57,7 @@ from .session import Address, Session
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["SMTPProtocol", "dispatch_table", "new_id"]
+__all__ = ["BufferedSMTPProtocol", "SMTPProtocol", "dispatch_table", "new_id"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -81,14 +84,15 @@ def new_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):08X}"
 
 
-class SMTPProtocol(asyncio.BufferedProtocol):
+class SMTPProtocol:
     """One client connection: a transport around a ``ServerConnection``.
 
-    A ``BufferedProtocol``: the transport reads into the server's one shared
+    A buffered protocol: the transport reads into the server's one shared
     buffer (``get_buffer``) and ``buffer_updated`` copies what arrived into
     the connection before returning, so no read allocates. asyncio's plain
     ``Protocol`` path allocates 256 KiB per read, which glibc serves with an
     mmap and munmap each time: measured, that halved the 1 KiB message rate.
+    The server makes each one as a ``BufferedSMTPProtocol``.
     """
 
     def __init__(self, server: Server) -> None:
@@ -532,6 +536,14 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
+class BufferedSMTPProtocol(SMTPProtocol, asyncio.BufferedProtocol):
+    """``SMTPProtocol`` as asyncio and uvloop recognise a buffered protocol.
+
+    Compiled (``_connection_c.pxd``), ``SMTPProtocol`` is an extension type,
+    which cannot derive from a Python class such as this base.
+    """
+
+
 _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
     Hello: SMTPProtocol._on_hello,
     MailFrom: SMTPProtocol._on_mail,
@@ -575,3 +587,8 @@ def dispatch_table(hooks: dict[str, HookCall]) -> Dispatch:
         if hook not in hooks:
             table[event_type] = None
     return table
+
+
+# The compiled twin (see fastsmtp._twin); _connection_c.pxd declares the
+# compiled class's attributes.
+globals().update(compiled_names(__name__, "fastsmtp._connection_c"))

@@ -29,7 +29,7 @@ from .auth import (
     mechanisms_for,
 )
 from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
-from .connection import SMTPProtocol, dispatch_table
+from .connection import BufferedSMTPProtocol, SMTPProtocol, dispatch_table
 from .handler import bind_hooks
 from .limits import ConnectionLimits
 from .relay import RelayPolicy
@@ -140,7 +140,7 @@ class Server:
         ):
             for target_host, target_port in targets:
                 listener = await loop.create_server(
-                    lambda: SMTPProtocol(self),
+                    lambda: BufferedSMTPProtocol(self),
                     target_host,
                     target_port,
                     reuse_address=True,
@@ -156,7 +156,7 @@ class Server:
                 # asyncio replaces a stale socket file left at the path.
                 path = spec[len(UNIX_PREFIX) :]
                 listener = await loop.create_unix_server(
-                    lambda: SMTPProtocol(self), path, backlog=1024
+                    lambda: BufferedSMTPProtocol(self), path, backlog=1024
                 )
                 self._unix_listeners.append(listener)
                 log.info("listening on %s as %s", path, self.settings.hostname)

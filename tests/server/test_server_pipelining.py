@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from fastsmtp import Collect, Reply, Server
-from fastsmtp.connection import SMTPProtocol
+from fastsmtp.connection import BufferedSMTPProtocol, SMTPProtocol
 
 GROUP = (
     b"MAIL FROM:<alice@example.com>\r\n"
@@ -109,8 +109,8 @@ def io_log(monkeypatch):
             log.append(("read", bytes(data)))
         data_received(self, data)
 
-    monkeypatch.setattr(SMTPProtocol, "connection_made", spy_connection_made)
-    monkeypatch.setattr(SMTPProtocol, "data_received", spy_data_received)
+    monkeypatch.setattr(BufferedSMTPProtocol, "connection_made", spy_connection_made)
+    monkeypatch.setattr(BufferedSMTPProtocol, "data_received", spy_data_received)
     return log
 
 

@@ -19,3 +19,9 @@ cdef class ServerConnection:
     cdef public object _decision, _notice, _eof, _errors, _junk, _transactions, _out
     cdef public object _extensions, _body_types, _starttls, _relay, _auth_mechanisms, _sasl
     cdef public object _extended_before
+    # What the I/O layer calls per read: compiled callers (fastsmtp._connection_c)
+    # call these in C, others as usual.
+    cpdef receive_data(self, data)
+    cpdef bytes data_to_send(self)
+    cpdef next_event(self)
+    cpdef respond(self, reply=*)

@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._twin import compiled_names
 from ..auth import SASLServer
 from ..config import Settings
 from ..relay import RelayPolicy
@@ -655,30 +656,6 @@ _RESPONDERS: dict[type, Responder] = {
 }
 
 
-def _compiled_twin() -> dict[str, Any]:
-    """Every name of this module as the compiled twin defines it, or none.
-
-    setup.py has Cython build this very file, unchanged, as
-    ``fastsmtp.protocol._server_c`` (a module named ``server`` would shadow
-    this one even under FASTSMTP_NO_EXTENSIONS). It is used when the wire
-    layer is compiled, so one switch governs both. Every name is replaced,
-    not only ``__all__``: the compiled ServerConnection works with the
-    compiled tables, and whoever imports any of them gets those.
-    ``_server_c.pxd`` declares the compiled ServerConnection's attributes.
-    The compiled module runs this too and, by its name, keeps its own.
-    Type checkers see the pure module.
-    """
-    import importlib
-
-    from .. import wire
-
-    if wire.IMPLEMENTATION != "c" or __name__ != "fastsmtp.protocol.server":
-        return {}
-    try:
-        compiled = importlib.import_module("fastsmtp.protocol._server_c")
-    except ImportError:  # not built: a dev tree where only the wire layer is
-        return {}
-    return {k: v for k, v in vars(compiled).items() if not k.startswith("__")}
-
-
-globals().update(_compiled_twin())
+# The compiled twin (see fastsmtp._twin); _server_c.pxd declares the compiled
+# ServerConnection's attributes.
+globals().update(compiled_names(__name__, "fastsmtp.protocol._server_c"))

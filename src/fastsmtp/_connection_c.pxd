@@ -1,0 +1,26 @@
+# Declarations Cython adds to connection.py when it compiles that file as
+# fastsmtp._connection_c (an "augmenting .pxd", as protocol/_server_c.pxd is).
+#
+# SMTPProtocol becomes an extension type whose attributes are C struct
+# slots. Its ServerConnection is typed, so the per-read calls into the
+# compiled state machine (declared cpdef in _server_c.pxd) are C calls, not
+# attribute lookups. The flags are C ints and the clock readings doubles;
+# the rest are plain objects. An attribute not listed here still works,
+# through the __dict__, slower: one that the class sets belongs here.
+# data_received, _process and _flush are cpdef: the per-read path calls them
+# directly, and a subclass (or a test's monkeypatch) can still replace them.
+
+from fastsmtp.protocol._server_c cimport ServerConnection as _CompiledConnection
+
+cdef class SMTPProtocol:
+    cdef dict __dict__
+    cdef public _CompiledConnection conn
+    cdef public object server, hooks, transport, _body, _timer, _loop, _dispatch
+    cdef public object _gate, _proxy, _limit_key
+    cdef public bint _busy, _stopping, _lost, _admitted, _started, _write_paused
+    cdef public double _last_activity, _progress, _timeout_step
+    cdef public Py_ssize_t _progress_octets
+
+    cpdef data_received(self, data)
+    cpdef _process(self)
+    cpdef _flush(self)

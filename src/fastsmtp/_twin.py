@@ -18,11 +18,11 @@ def compiled_names(module: str, compiled: str) -> dict[str, Any]:
     """Every name of the compiled twin, for the .py to take; or none.
 
     ``module`` is the ``__name__`` of the module asking: the compiled module
-    runs the same code under its own name, ``compiled``, and keeps its own. The twin
-    is used when the wire layer is compiled, so one switch governs every
-    compiled module. Every name is replaced, not only ``__all__``: compiled
-    classes work with the compiled tables next to them, and whoever imports
-    any name gets those. Type checkers see the pure module.
+    runs the same code under its own name, ``compiled``, and keeps its own.
+    The twin is used when the wire layer is compiled, so one switch governs
+    every compiled module. Every name is replaced, not only ``__all__``:
+    compiled classes work with the compiled tables next to them, and
+    whoever imports any name gets those. Type checkers see the pure module.
     """
     from . import wire
 

@@ -339,10 +339,13 @@ class BodyReceiver:
         self.size = 0
 
     def start(self, sink: BodySink, trace: bytes) -> Awaitable[None] | None:
-        """A new message goes to ``sink``, starting with the ``Received:`` header."""
+        """A new message goes to ``sink``, starting with the ``Received:`` header.
+
+        ``trace`` is empty for a body nobody reads (``DISCARD``).
+        """
         self.drop()
         self.sink = sink
-        return self.write(trace)
+        return self.write(trace) if trace else None
 
     def fail(self, reply: Reply) -> None:
         """The message cannot be kept: drop it and answer ``reply`` at its end."""

@@ -342,16 +342,18 @@ class SMTPProtocol:
     def _on_data(self, event: DataStarted) -> Awaitable[None] | None:
         """A body begins: to the handler's sink (``on_data_start``) or a ``MessageBody``.
 
-        The ``Received:`` header goes first, so the queue id is given here.
+        The ``Received:`` header goes first, so the queue id is given here. A
+        body nobody reads gets no header: it would cost more than the rest of
+        the message's Python, and the log's ``size=`` is then the body's.
         """
         conn = self.conn
         envelope = conn.envelope
         envelope.queue_id = new_id()
+        if not self.server.keeps_bodies:
+            return self._body.start(DISCARD, b"")
         trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
         if "on_data_start" in self.hooks:
             return self._open_sink(trace)
-        if not self.server.keeps_bodies:  # nobody will read it
-            return self._body.start(DISCARD, trace)
         return self._body.start(self._message_body(), trace)
 
     def _message_body(self) -> MessageBody:

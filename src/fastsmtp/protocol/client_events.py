@@ -1,7 +1,8 @@
 """What ``ClientConnection`` returns: replies as received, EHLO extensions, events.
 
-Plain frozen data, like the server side's ``events``; ``protocol/client.py``
-holds the state machine that makes them.
+Plain frozen data (the server side's ``events`` are plain data too, but not
+frozen: the server makes far more of them); ``protocol/client.py`` holds the
+state machine that makes them.
 """
 
 from __future__ import annotations

@@ -344,7 +344,7 @@ class SMTPProtocol:
 
         The ``Received:`` header goes first, so the queue id is given here. A
         body nobody reads gets no header: it would cost more than the rest of
-        the message's Python, and the log's ``size=`` is then the body's.
+        the message's Python.
         """
         conn = self.conn
         envelope = conn.envelope
@@ -391,42 +391,45 @@ class SMTPProtocol:
     def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
         closing = self._body.close()
         if closing is not None:
-            return self._close_then_deliver(closing)
-        return self._deliver()
+            return self._close_then_deliver(closing, event.size)
+        return self._deliver(event.size)
 
-    async def _close_then_deliver(self, closing: Awaitable[None]) -> None:
+    async def _close_then_deliver(self, closing: Awaitable[None], size: int) -> None:
         await closing  # e.g. the spool file's last writes
         if self._lost or self.conn.closed:  # no reply is owed; the drop cleans up
             return
-        pending = self._deliver()
+        pending = self._deliver(size)
         if pending is not None:
             await pending
 
-    def _deliver(self) -> Awaitable[None] | None:
+    def _deliver(self, size: int) -> Awaitable[None] | None:
         envelope = self.conn.envelope
         sink, error = self._body.result()
         if sink is None:
-            self._answer_message(error)
+            self._answer_message(error, size)
             return None
         if isinstance(sink, MessageBody):
             envelope.body = sink
         if "on_message" not in self.hooks:
-            self._answer_message(None)
+            self._answer_message(None, size)
             stored(sink, self.conn.session.id)
             return None
-        return self._store(sink)
+        return self._store(sink, size)
 
-    async def _store(self, sink: BodySink) -> None:
+    async def _store(self, sink: BodySink, size: int) -> None:
         conn = self.conn
         try:
             result = await self._call_any("on_message", conn.session, conn.envelope)
         finally:
             stored(sink, conn.session.id)
         if not conn.closed:
-            self._answer_message(result)
+            self._answer_message(result, size)
 
-    def _answer_message(self, result: object) -> None:
-        """Send on_message's answer: one reply, or one per recipient (LMTP)."""
+    def _answer_message(self, result: object, size: int) -> None:
+        """Send on_message's answer: one reply, or one per recipient (LMTP).
+
+        ``size`` is the message's as received (``MessageEnd.size``), for the log.
+        """
         conn = self.conn
         env = conn.envelope
         lmtp = self.server.settings.lmtp
@@ -438,7 +441,7 @@ class SMTPProtocol:
         except BadOutcome as exc:
             log.error("%s: on_message %s; answering 451", conn.session.id, exc)
             replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
-        log_message(env, replies if lmtp else replies * count, self._body.size, conn.session.id)
+        log_message(env, replies if lmtp else replies * count, size, conn.session.id)
         if lmtp:
             conn.respond_recipients(replies)
         else:

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from fastsmtp import Collect, Handler, Reply
+from fastsmtp import Collect, Handler, Reply, Sink
 
 
 def _codes(replies):
@@ -310,3 +310,30 @@ def test_accepted_message_is_logged_without_errors(serve, client, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "fastsmtp"]
     assert any(line.startswith(f"{queue_id}: from=<alice@example.com>") for line in lines)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("keeps", [True, False], ids=["collect", "sink"])
+def test_the_log_gives_each_message_size_as_received(serve, client, caplog, keeps):
+    # Dot-unstuffed, without the Received: header the server adds, whether
+    # the handler keeps the body or it is discarded as it arrives (Sink);
+    # for BDAT, the sum of the chunks.
+    caplog.set_level(logging.INFO, logger="fastsmtp")
+    handler = Collect() if keeps else Sink()
+    raw = client(serve(handler, chunking=True))
+    raw.begin()
+    stuffed = b"Subject: x\r\n\r\n..dot\r\nbody\r\n"  # 26 octets after unstuffing
+    data_id = raw.send_message(stuffed).queue_id
+    assert raw.cmd("MAIL FROM:<a@example.com>").code == 250
+    assert raw.cmd("RCPT TO:<b@example.com>").code == 250
+    raw.send(b"BDAT 5\r\nhelloBDAT 3 LAST\r\nabc")
+    replies = raw.replies(2)
+    assert [r.code for r in replies] == [250, 250]
+    bdat_id = replies[1].queue_id
+    if keeps:
+        handler.wait_for(2)
+    serve.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastsmtp"]
+    sizes = {
+        line.split(":")[0]: line.split(" size=")[1].split()[0] for line in lines if " size=" in line
+    }
+    assert (sizes.get(data_id), sizes.get(bdat_id)) == ("26", "8"), lines

@@ -140,7 +140,13 @@ class BodyChunk:
 
 @dataclass(slots=True)
 class MessageEnd:
-    """*Decision*: the body is complete and valid; accept or refuse it."""
+    """*Decision*: the body is complete and valid; accept or refuse it.
+
+    ``size`` is the message's length in octets as received: after
+    dot-unstuffing for DATA, the sum of the chunks for BDAT.
+    """
+
+    size: int
 
 
 @dataclass(slots=True)

@@ -422,7 +422,7 @@ class ServerConnection:
             self._reset_transaction()
             self.state = State.READY
             return MessageAborted(reply)
-        return self._decide(MessageEnd())
+        return self._decide(MessageEnd(decoder.size))
 
     def _chunk_event(self) -> Event | NeedData | None:
         """Consume one BDAT chunk; None once it is answered (RFC 3030 §2)."""
@@ -454,7 +454,7 @@ class ServerConnection:
             return self._bad(refusal)
         self.state = State.CHUNKS
         if self._chunk_last:
-            return self._decide(MessageEnd())
+            return self._decide(MessageEnd(self._chunks_total))
         self._send(R.chunk_received(self._chunk_size))
         return None
 

@@ -334,9 +334,9 @@ def run_memory(
     log: Log,
     before: Callable[[], None] = lambda: None,
 ) -> MemoryResults:
-    """Every measurement for every server in ``specs``, each on a fresh server
-    (the Python floor is left out, with a log line: see ``measures_memory``).
+    """Every measurement for every server in ``specs``, each on a fresh server.
 
+    The Python floor is left out, with a log line (see ``measures_memory``).
     ``before()`` is called before each measurement (``bench.load`` waits there
     for a quiet machine).
     """

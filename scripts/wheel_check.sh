@@ -209,10 +209,12 @@ for command in serve settings; do
     grep -q "^    $command " <<<"$usage" || fail "python -m fastsmtp --help does not document '$command'"
 done
 echo "   fastsmtp --version: $("$work/venv-c/bin/fastsmtp" --version)"
-# Left out: the queue, scheduler and crash tests and the external peers, pure
-# Python that .ci/run has just run on this build from the source tree (CI's time
-# budget); test_mta.py stays, as it serves the example.toml the sdist ships.
+# Left out: the queue, scheduler and crash tests, the queue and passwd CLIs and
+# the external peers, pure Python that .ci/run has just run on this build from
+# the source tree (CI's time budget); test_mta.py stays, as it serves the
+# example.toml the sdist ships.
 pytest_installed "$work/venv-c" c --ignore=tests/interop \
+    --ignore=tests/cli/test_queue_cli.py --ignore=tests/cli/test_passwd.py \
     $(cd "$sdist_dir" && ls tests/delivery/test_*.py | grep -v '/test_mta\.py$' | sed 's/^/--ignore=/')
 
 step "no compiler (CC=false): the sdist installs as pure Python with one warning"
@@ -234,10 +236,10 @@ logged "$work/nocython-setup.log" "$work/venv-nocython/bin/pip" install "setupto
 if "$work/venv-nocython/bin/python" -c 'import Cython' 2>/dev/null; then
     fail "Cython is importable in the no-Cython venv"
 fi
-# -O0: this proves _c.c builds and loads; the -O3 wheel above is the one tested in full.
+# -O0: this proves the shipped C builds and loads; the -O3 wheel above is the one tested in full.
 CFLAGS="-O0 -g0" logged "$work/nocython.log" "$work/venv-nocython/bin/pip" install -v \
     --no-cache-dir --no-deps --no-build-isolation "$sdist"
-for c in src/fastsmtp/wire/_c.c src/fastsmtp/protocol/server.c; do
+for c in src/fastsmtp/wire/_c.c src/fastsmtp/protocol/server.c src/fastsmtp/connection.c; do
     grep -q "$c" "$work/nocython.log" || fail "the shipped $c was not compiled"
 done
 ! grep -q "$warning" "$work/nocython.log" || fail "the no-Cython build fell back to pure Python"
@@ -245,7 +247,8 @@ assert_installed "$work/venv-nocython" c
 install_test_deps "$work/venv-nocython"
 pytest_installed "$work/venv-nocython" nocython -q -rfE \
     tests/wire/test_wire_loaded.py tests/wire/test_parse_command.py \
-    tests/wire/test_data_decoder.py tests/wire/test_line_reader.py tests/protocol
+    tests/wire/test_data_decoder.py tests/wire/test_line_reader.py tests/protocol \
+    tests/test_compiled_loaded.py
 
 step "FASTSMTP_NO_EXTENSIONS=1: the sdist builds a pure wheel"
 FASTSMTP_NO_EXTENSIONS=1 logged "$work/pure.log" \

@@ -323,20 +323,19 @@ class _Spool:
 
 
 class BodyReceiver:
-    """One connection's message in progress: its sink, its size, and whether it failed.
+    """One connection's message in progress: its sink, and whether it failed.
 
     The asyncio server feeds it; a failure (a full disk, a sink that
     raises) is logged once, the rest of the message is dropped, and
     ``result`` gives the reply for the end of the message.
     """
 
-    __slots__ = ("_error", "_session_id", "sink", "size")
+    __slots__ = ("_error", "_session_id", "sink")
 
     def __init__(self, session_id: str) -> None:
         self._session_id = session_id
         self._error: Reply | None = None
         self.sink: BodySink | None = None
-        self.size = 0
 
     def start(self, sink: BodySink, trace: bytes) -> Awaitable[None] | None:
         """A new message goes to ``sink``, starting with the ``Received:`` header.
@@ -357,7 +356,6 @@ class BodyReceiver:
         sink = self.sink
         if sink is None:
             return None
-        self.size += len(chunk)
         try:
             pending = sink.write(chunk)
         except Exception as exc:
@@ -394,7 +392,6 @@ class BodyReceiver:
         """Abort the message in progress, if any (RSET, errors, disconnect)."""
         sink, self.sink = self.sink, None
         self._error = None
-        self.size = 0
         if sink is not None:
             release(sink, self._session_id)
 

@@ -24,3 +24,6 @@ cdef class SMTPProtocol:
     cpdef data_received(self, data)
     cpdef _process(self)
     cpdef _flush(self)
+    # Once per message, from the compiled _on_message.
+    cpdef _deliver(self, size)
+    cpdef _answer_message(self, result, size)

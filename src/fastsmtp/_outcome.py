@@ -60,10 +60,9 @@ def message_replies(result: object, recipients: int, *, lmtp: bool, default: Rep
 def log_message(envelope: Envelope, replies: list[Reply], size: int, session_id: str) -> None:
     """One line for the recipients that accepted the message, one per refusing one.
 
-    ``replies[i]`` is the reply for ``envelope.rcpt_tos[i]``.
+    ``replies[i]`` is the reply for ``envelope.rcpt_tos[i]``. Logged at INFO,
+    which the caller checks is on first.
     """
-    if not log.isEnabledFor(logging.INFO):  # per message: skip building the lines
-        return
     accepted = [
         rcpt for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True) if reply.is_success
     ]

@@ -30,7 +30,7 @@ from typing import BinaryIO, Protocol
 from .protocol import replies as R
 from .protocol.replies import Reply
 
-__all__ = ["DISCARD", "BodySink", "Discard", "MessageBody"]
+__all__ = ["BodySink", "MessageBody"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -57,29 +57,6 @@ class BodySink(Protocol):
 
     def abort(self) -> None:
         """The message was dropped: throw away what was written."""
-
-
-class Discard:
-    """A sink that keeps nothing: for a handler without ``on_message``.
-
-    Such a handler (``Sink``, or one that only checks the envelope) never
-    reads the body, so holding it, let alone spooling a big one to disk,
-    would be work for nobody.
-    """
-
-    __slots__ = ()
-
-    def write(self, chunk: bytes) -> None:
-        """Forget the chunk."""
-
-    def close(self) -> None:
-        """Nothing to finish."""
-
-    def abort(self) -> None:
-        """Nothing to throw away."""
-
-
-DISCARD = Discard()
 
 
 # Octets a spooling body may hold in memory, waiting for its writer thread,
@@ -338,13 +315,10 @@ class BodyReceiver:
         self.sink: BodySink | None = None
 
     def start(self, sink: BodySink, trace: bytes) -> Awaitable[None] | None:
-        """A new message goes to ``sink``, starting with the ``Received:`` header.
-
-        ``trace`` is empty for a body nobody reads (``DISCARD``).
-        """
+        """A new message goes to ``sink``, starting with the ``Received:`` header ``trace``."""
         self.drop()
         self.sink = sink
-        return self.write(trace) if trace else None
+        return self.write(trace)
 
     def fail(self, reply: Reply) -> None:
         """The message cannot be kept: drop it and answer ``reply`` at its end."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import _esmtp, _pregreet
 from ._outcome import BadOutcome, log_message, message_replies
 from ._twin import compiled_names
-from .body import DISCARD, BodyReceiver, BodySink, MessageBody, release, stored
+from .body import BodyReceiver, BodySink, MessageBody, release, stored
 from .handler import HookCall
 from .protocol import replies as R
 from .protocol.events import (
@@ -349,8 +349,8 @@ class SMTPProtocol:
         conn = self.conn
         envelope = conn.envelope
         envelope.queue_id = new_id()
-        if not self.server.keeps_bodies:
-            return self._body.start(DISCARD, b"")
+        if not self.server.keeps_bodies:  # and the decoder keeps none: nothing to start
+            return None
         trace = self.server.received_header(conn.session, envelope.queue_id, envelope.rcpt_tos)
         if "on_data_start" in self.hooks:
             return self._open_sink(trace)
@@ -389,6 +389,9 @@ class SMTPProtocol:
         return self._body.write(event.data)
 
     def _on_message(self, event: MessageEnd) -> Awaitable[None] | None:
+        if not self.server.keeps_bodies:  # no body, so nothing to close or to store
+            self._answer_message(None, event.size)
+            return None
         closing = self._body.close()
         if closing is not None:
             return self._close_then_deliver(closing, event.size)
@@ -436,12 +439,16 @@ class SMTPProtocol:
         assert env.queue_id is not None
         count = len(env.rcpt_tos)
         default = R.queued(env.queue_id)
-        try:
-            replies = message_replies(result, count, lmtp=lmtp, default=default)
-        except BadOutcome as exc:
-            log.error("%s: on_message %s; answering 451", conn.session.id, exc)
-            replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
-        log_message(env, replies if lmtp else replies * count, size, conn.session.id)
+        if result is None and not lmtp:  # the usual answer, without a call
+            replies = [default]
+        else:
+            try:
+                replies = message_replies(result, count, lmtp=lmtp, default=default)
+            except BadOutcome as exc:
+                log.error("%s: on_message %s; answering 451", conn.session.id, exc)
+                replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
+        if log.isEnabledFor(logging.INFO):  # per message: skip building the lines
+            log_message(env, replies if lmtp else replies * count, size, conn.session.id)
         if lmtp:
             conn.respond_recipients(replies)
         else:

@@ -16,7 +16,8 @@ cdef class ServerConnection:
     cdef public object _reader, _decoder, _keep_body, _decoded, _data_done
     cdef public object _chunk_left, _chunk_size, _chunk_last, _chunk_refusal, _chunk_return
     cdef public object _chunks_started, _chunks_total
-    cdef public object _decision, _notice, _eof, _errors, _junk, _transactions, _out
+    cdef public object _decision, _notice, _eof, _errors, _junk, _transactions
+    cdef public list _out
     cdef public object _extensions, _body_types, _starttls, _relay, _auth_mechanisms, _sasl
     cdef public object _extended_before
     # What the I/O layer calls per read: compiled callers (fastsmtp._connection_c)
@@ -25,3 +26,13 @@ cdef class ServerConnection:
     cpdef bytes data_to_send(self)
     cpdef next_event(self)
     cpdef respond(self, reply=*)
+    # Called on self once or more per message: C calls from the compiled code.
+    cpdef _send(self, reply)
+    cpdef _decide(self, event)
+    cpdef _close(self, reason)
+    cpdef _bad(self, reply)
+    cpdef _count_error(self)
+    cpdef _count_junk(self)
+    cpdef _reset_transaction(self)
+    cpdef _body_event(self)
+    cpdef _chunk_event(self)

@@ -161,8 +161,21 @@ def chunk_received(size: int) -> Reply:
 
 
 def queued(queue_id: str) -> Reply:
-    """250 after DATA, naming the message's id (as Postfix does)."""
-    return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
+    """250 after DATA, naming the message's id (as Postfix does).
+
+    One per message, so made from ``_QUEUED`` (checked once, at import)
+    without running ``__post_init__`` again: that halves its cost.
+    """
+    reply: Reply = object.__new__(Reply)
+    _set = object.__setattr__
+    _set(reply, "code", 250)
+    _set(reply, "enhanced", _QUEUED.enhanced)
+    _set(reply, "text", _QUEUED.text + queue_id)
+    _set(reply, "_wire", _QUEUED._wire[:-2] + queue_id.encode("utf-8") + b"\r\n")
+    return reply
+
+
+_QUEUED = Reply(250, "2.0.0", "OK: queued as ")
 
 
 # --- syntax and sequence (RFC 5321 §4.2.2, §4.3.2) -------------------------

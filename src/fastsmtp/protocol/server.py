@@ -47,7 +47,7 @@ from .._twin import compiled_names
 from ..auth import SASLServer
 from ..config import Settings
 from ..relay import RelayPolicy
-from ..session import Envelope, Session
+from ..session import Session, blank_envelope
 from ..wire import (
     BareLineEnding,
     DataDecoder,
@@ -133,7 +133,7 @@ class ServerConnection:
     ) -> None:
         self.settings = settings
         self.session = session
-        self.envelope = Envelope()
+        self.envelope = blank_envelope()
         self.state = _CONNECTED
         self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
         self._decoder: DataDecoder | None = None
@@ -339,7 +339,7 @@ class ServerConnection:
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
-        self._out.append(reply.encode())
+        self._out.append(reply._wire)  # encode() without a call: this is per reply
 
     def _decide(self, event: Event) -> Event:
         self._decision = event
@@ -389,7 +389,7 @@ class ServerConnection:
 
     def _reset_transaction(self) -> None:
         if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
-            self.envelope = Envelope()
+            self.envelope = blank_envelope()
         self._chunks_started = False
         self._chunks_total = 0
 
@@ -557,7 +557,7 @@ class ServerConnection:
         )
         self.state = _DATA
         self._send(R.START_DATA)
-        return DataStarted()
+        return _DATA_STARTED
 
     def _bdat(self, args: bytes) -> Event | None:
         if not self.settings.chunking:
@@ -582,7 +582,7 @@ class ServerConnection:
         self.state = State.BDAT
         if started:
             self._chunks_started = True
-            return DataStarted()
+            return _DATA_STARTED
         return None
 
     def _rset(self, args: bytes) -> Event | None:
@@ -614,6 +614,9 @@ class ServerConnection:
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
+
+# It has no fields (nor, being slotted, room for any): one serves every message.
+_DATA_STARTED = DataStarted()
 
 Command = Callable[[ServerConnection, bytes], Event | None]
 _NO_RULE: dict[State, Reply] = {}

@@ -1,0 +1,46 @@
+"""The objects made once per message by shortcuts: the same as the plain constructors."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+
+from fastsmtp.protocol.replies import Reply, queued
+from fastsmtp.session import Envelope, blank_envelope
+
+
+def test_blank_envelope_equals_a_new_envelope():
+    blank, plain = blank_envelope(), Envelope()
+    assert blank == plain
+    assert vars(blank) == vars(plain)
+    assert blank.content is None
+    with blank.open_content() as content:
+        assert content.read() == b""
+
+
+def test_each_blank_envelope_has_its_own_containers():
+    # Every field with a default_factory, including any added later.
+    mutable = [f.name for f in fields(Envelope) if f.default_factory is not MISSING]
+    assert mutable
+    first, second = blank_envelope(), blank_envelope()
+    for name in mutable:
+        assert getattr(first, name) is not getattr(second, name), name
+    first.rcpt_tos.append("a@example.com")
+    first.mail_options["SIZE"] = "10"
+    assert blank_envelope() == Envelope()
+
+
+def test_a_blank_envelope_takes_content_like_any_other():
+    envelope = blank_envelope()
+    envelope.content = b"Subject: x\r\n\r\nbody\r\n"
+    assert envelope.content == b"Subject: x\r\n\r\nbody\r\n"
+    assert envelope == Envelope(content=b"Subject: x\r\n\r\nbody\r\n")
+
+
+def test_queued_equals_the_reply_built_and_checked():
+    checked = Reply(250, "2.0.0", "OK: queued as 3F2A00000001")
+    reply = queued("3F2A00000001")
+    assert reply == checked
+    assert hash(reply) == hash(checked)
+    assert reply.encode() == checked.encode() == b"250 2.0.0 OK: queued as 3F2A00000001\r\n"
+    assert str(reply) == str(checked)
+    assert reply.is_success

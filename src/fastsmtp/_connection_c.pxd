@@ -27,3 +27,4 @@ cdef class SMTPProtocol:
     # Once per message, from the compiled _on_message.
     cpdef _deliver(self, size)
     cpdef _answer_message(self, result, size)
+    cpdef _arm_timer(self, double when)

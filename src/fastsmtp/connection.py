@@ -129,7 +129,7 @@ class SMTPProtocol:
             peer = tuple(peer[:2])
         elif not peer:  # a Unix socket's client has no name: say which socket
             peer = transport.get_extra_info("sockname")
-        session = Session(id=new_id(), peer=peer)
+        session = Session(new_id(), peer)
         # An implicit-TLS listener hands over an SSL transport (RFC 8314).
         session.tls = transport.get_extra_info("ssl_object") is not None
         self.conn = ServerConnection(

@@ -22,6 +22,7 @@ cdef class ServerConnection:
     cdef public object _extended_before
     # What the I/O layer calls per read: compiled callers (fastsmtp._connection_c)
     # call these in C, others as usual.
+    cpdef greet(self, reply=*)
     cpdef receive_data(self, data)
     cpdef bytes data_to_send(self)
     cpdef next_event(self)

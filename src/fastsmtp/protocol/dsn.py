@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..session import RecipientDSN
 from ..wire import ParseError, xtext_decode
 
-__all__ = ["parse_envid", "parse_notify", "parse_orcpt", "parse_ret", "recipient_dsn"]
+__all__ = ["NO_DSN", "parse_envid", "parse_notify", "parse_orcpt", "parse_ret", "recipient_dsn"]
 
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
@@ -61,13 +61,11 @@ def parse_orcpt(value: str | None) -> tuple[str, str]:
     return addr_type.lower(), original
 
 
-_NO_DSN = RecipientDSN()  # frozen: shared by every RCPT without parameters
+NO_DSN = RecipientDSN()  # frozen: shared by every RCPT without parameters
 
 
 def recipient_dsn(params: dict[str, str | None]) -> RecipientDSN:
-    """NOTIFY and ORCPT of one RCPT, typed."""
-    if not params:
-        return _NO_DSN
+    """NOTIFY and ORCPT of one RCPT with parameters, typed (without: ``NO_DSN``)."""
     notify = params.get("NOTIFY")
     orcpt = params.get("ORCPT")
     return RecipientDSN(

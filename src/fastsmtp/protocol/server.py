@@ -61,7 +61,7 @@ from ..wire import (
 )
 from . import auth_exchange, etrn, hello, lmtp, queries, starttls
 from . import replies as R
-from .dsn import parse_envid, parse_ret, recipient_dsn
+from .dsn import NO_DSN, parse_envid, parse_ret, recipient_dsn
 from .events import (
     NEED_DATA,
     Atrn,
@@ -529,7 +529,7 @@ class ServerConnection:
         if params and (not self.settings.dsn or not params.keys() <= _RCPT_DSN):
             return self._bad(R.UNKNOWN_PARAMETER)
         try:
-            dsn = recipient_dsn(params)
+            dsn = recipient_dsn(params) if params else NO_DSN
         except ValueError:
             return self._bad(R.BAD_DSN_PARAMETER)
         if len(self.envelope.rcpt_tos) >= self.settings.max_recipients:

@@ -95,7 +95,9 @@ class SMTPProtocol:
     The server makes each one as a ``BufferedSMTPProtocol``.
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop`` is the running one; the server's listeners pass it, which saves
+        asking asyncio per connection (on Python 3.11 a ``getpid`` system call)."""
         self.server = server
         self.hooks = server.hooks
         self.conn: ServerConnection
@@ -107,7 +109,7 @@ class SMTPProtocol:
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
         self._dispatch = server.dispatch
         # Before the greeting, input goes here instead (PROXY header, greet_pause).
         self._gate: Callable[[bytes | memoryview], None] | None = None

@@ -140,7 +140,7 @@ class Server:
         ):
             for target_host, target_port in targets:
                 listener = await loop.create_server(
-                    lambda: BufferedSMTPProtocol(self),
+                    lambda: BufferedSMTPProtocol(self, loop),
                     target_host,
                     target_port,
                     reuse_address=True,
@@ -156,7 +156,7 @@ class Server:
                 # asyncio replaces a stale socket file left at the path.
                 path = spec[len(UNIX_PREFIX) :]
                 listener = await loop.create_unix_server(
-                    lambda: BufferedSMTPProtocol(self), path, backlog=1024
+                    lambda: BufferedSMTPProtocol(self, loop), path, backlog=1024
                 )
                 self._unix_listeners.append(listener)
                 log.info("listening on %s as %s", path, self.settings.hostname)

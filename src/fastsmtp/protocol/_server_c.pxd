@@ -36,4 +36,3 @@ cdef class ServerConnection:
     cpdef _count_junk(self)
     cpdef _reset_transaction(self)
     cpdef _body_event(self)
-    cpdef _chunk_event(self)

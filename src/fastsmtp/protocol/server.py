@@ -35,7 +35,8 @@ after ``max_errors`` the connection answers 421 and closes (RFC 5321
 
 Here are the mail path and the dialogue's core; the other commands are
 functions of the connection in modules beside this one: ``hello``,
-``starttls``, ``auth_exchange``, ``etrn``, ``queries`` and ``lmtp``.
+``starttls``, ``auth_exchange``, ``chunking`` (BDAT), ``etrn``,
+``queries`` and ``lmtp``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ..wire import (
     parse_mail,
     parse_rcpt,
 )
-from . import auth_exchange, etrn, hello, lmtp, queries, starttls
+from . import auth_exchange, chunking, etrn, hello, lmtp, queries, starttls
 from . import replies as R
 from .dsn import NO_DSN, parse_envid, parse_ret, recipient_dsn
 from .events import (
@@ -83,7 +84,6 @@ from .events import (
 )
 from .hello import ehlo_reply
 from .replies import Reply
-from .state import BDAT_SEQUENCE as _BDAT_SEQUENCE
 from .state import SEQUENCE, State
 
 __all__ = ["ServerConnection", "State", "ehlo_reply"]
@@ -244,6 +244,7 @@ class ServerConnection:
     respond_auth = auth_exchange.respond_auth
     respond_recipients = lmtp.respond_recipients
     _auth_step = auth_exchange.step
+    _chunk_event = chunking.chunk_event
 
     def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA`` when more input is needed."""
@@ -424,40 +425,6 @@ class ServerConnection:
             return MessageAborted(reply)
         return self._decide(MessageEnd(decoder.size))
 
-    def _chunk_event(self) -> Event | NeedData | None:
-        """Consume one BDAT chunk; None once it is answered (RFC 3030 §2)."""
-        if self._chunk_left:
-            piece = self._reader.take(self._chunk_left)
-            if not piece:
-                if self._eof:
-                    return self._close("connection lost during BDAT")
-                return NEED_DATA
-            self._chunk_left -= len(piece)
-            if self._chunk_refusal is None:
-                # Counted, never parsed: BINARYMIME octets may be anything.
-                self._chunks_total += len(piece)
-                return BodyChunk(piece)
-            if self._chunk_left:
-                return NEED_DATA
-        refusal = self._chunk_refusal
-        if refusal is R.MESSAGE_TOO_BIG:
-            # The message failed: drop it and its transaction (not a client error).
-            self._chunk_refusal = None
-            started = self._chunks_started
-            self._send(refusal)
-            self._reset_transaction()
-            self.state = State.READY
-            return MessageAborted(refusal) if started else None
-        if refusal is not None:  # out of sequence: no transaction to drop
-            self._chunk_refusal = None
-            self.state = self._chunk_return
-            return self._bad(refusal)
-        self.state = State.CHUNKS
-        if self._chunk_last:
-            return self._decide(MessageEnd(self._chunks_total))
-        self._send(R.chunk_received(self._chunk_size))
-        return None
-
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
 
     def _mail(self, args: bytes) -> Event | None:
@@ -559,32 +526,6 @@ class ServerConnection:
         self._send(R.START_DATA)
         return _DATA_STARTED
 
-    def _bdat(self, args: bytes) -> Event | None:
-        if not self.settings.chunking:
-            return self._bad(R.NOT_IMPLEMENTED)
-        parts = args.split()
-        if (
-            not 1 <= len(parts) <= 2
-            or not parts[0].isdigit()
-            or (len(parts) == 2 and parts[1].upper() != b"LAST")
-        ):
-            # Without a size there is nothing to consume: stay in command mode.
-            return self._bad(R.SYNTAX_BDAT)
-        size = int(parts[0])
-        self._chunk_left = self._chunk_size = size
-        self._chunk_last = len(parts) == 2
-        self._chunk_return = self.state
-        refusal = _BDAT_SEQUENCE.get(self.state)
-        if refusal is None and self._chunks_total + size > self.settings.max_message_size:
-            refusal = R.MESSAGE_TOO_BIG  # RFC 3030 §2 with RFC 1870
-        self._chunk_refusal = refusal
-        started = refusal is None and not self._chunks_started
-        self.state = State.BDAT
-        if started:
-            self._chunks_started = True
-            return _DATA_STARTED
-        return None
-
     def _rset(self, args: bytes) -> Event | None:
         if args:
             return self._bad(R.NO_ARGUMENTS)
@@ -636,7 +577,7 @@ _COMMANDS: dict[str, tuple[Command, dict[State, Reply]]] = {
         "VRFY": queries.vrfy,
         "EXPN": queries.expn,
         "STARTTLS": starttls.starttls,
-        "BDAT": ServerConnection._bdat,
+        "BDAT": chunking.bdat,
         "AUTH": auth_exchange.auth,
         "ETRN": etrn.etrn,
         "ATRN": etrn.atrn,

@@ -123,8 +123,6 @@ class Server:
         The ``unix:/PATH`` entries of ``listen`` are listened on either way.
         """
         loop = asyncio.get_running_loop()
-        self._all_closed = asyncio.Event()
-        self._all_closed.set()
         tcp = [spec for spec in self.settings.listen if not spec.startswith(UNIX_PREFIX)]
         if host is not None or port is not None:
             plain = [(host or "127.0.0.1", port or 0)]
@@ -192,7 +190,8 @@ class Server:
             listener.close()
         for protocol in list(self._connections):
             protocol.shutdown()
-        if self._all_closed is not None:
+        if self._connections:
+            self._all_closed = asyncio.Event()  # set by _unregister for the last one
             try:
                 async with asyncio.timeout(grace):
                     await self._all_closed.wait()
@@ -223,8 +222,6 @@ class Server:
     # --- used by the connections ------------------------------------------
     def _register(self, protocol: SMTPProtocol) -> None:
         self._connections.add(protocol)
-        if self._all_closed is not None:
-            self._all_closed.clear()
 
     def _unregister(self, protocol: SMTPProtocol) -> None:
         self._connections.discard(protocol)

@@ -60,11 +60,15 @@ NO_TOOLCHAIN = (CCompilerError, ExecError, PlatformError)
 
 
 def _warn_pure(reason: str) -> None:
-    """The one line a user sees when they get pure Python instead of C."""
-    print(
+    """The one line a user sees when they get pure Python instead of C.
+
+    Written at once, newline included (print() writes the newline apart): the
+    other compiler threads log their commands meanwhile and must not land
+    inside the line.
+    """
+    sys.stderr.write(
         f"WARNING: fastsmtp-engine: compiled extensions not built ({reason}); "
-        "installing the pure-Python implementation (same behaviour, slower).",
-        file=sys.stderr,
+        "installing the pure-Python implementation (same behaviour, slower).\n"
     )
 
 

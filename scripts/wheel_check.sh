@@ -213,7 +213,7 @@ echo "   fastsmtp --version: $("$work/venv-c/bin/fastsmtp" --version)"
 # the external peers, pure Python that .ci/run has just run on this build from
 # the source tree (CI's time budget); test_mta.py stays, as it serves the
 # example.toml the sdist ships.
-pytest_installed "$work/venv-c" c --ignore=tests/interop \
+pytest_installed "$work/venv-c" c -n auto --ignore=tests/interop \
     --ignore=tests/cli/test_queue_cli.py --ignore=tests/cli/test_passwd.py \
     $(cd "$sdist_dir" && ls tests/delivery/test_*.py | grep -v '/test_mta\.py$' | sed 's/^/--ignore=/')
 
@@ -226,7 +226,7 @@ count=$(grep -c "$warning" "$work/nocc.log" || true)
 grep "$warning" "$work/nocc.log" | sed 's/^ */   build log: /'
 assert_installed "$work/venv-nocc" py
 install_test_deps "$work/venv-nocc"
-FASTSMTP_NO_EXTENSIONS=1 pytest_installed "$work/venv-nocc" nocc -q -rfE \
+FASTSMTP_NO_EXTENSIONS=1 pytest_installed "$work/venv-nocc" nocc -n auto -q -rfE \
     tests/protocol tests/cli tests/handlers tests/wire/test_wire_loaded.py \
     tests/wire/test_parse_command.py tests/wire/test_data_decoder.py
 

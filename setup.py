@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 
 from setuptools import Extension, setup
@@ -59,18 +60,34 @@ NO_TOOLCHAIN = (CCompilerError, ExecError, PlatformError)
 
 
 def _warn_pure(reason: str) -> None:
-    """The one line a user sees when they get pure Python instead of C."""
-    print(
+    """The one line a user sees when they get pure Python instead of C.
+
+    Written at once, newline included (print() writes the newline apart): the
+    other compiler threads log their commands meanwhile and must not land
+    inside the line.
+    """
+    sys.stderr.write(
         f"WARNING: fastsmtp-engine: compiled extensions not built ({reason}); "
-        "installing the pure-Python implementation (same behaviour, slower).",
-        file=sys.stderr,
+        "installing the pure-Python implementation (same behaviour, slower).\n"
     )
 
 
 class OptionalBuildExt(build_ext):
-    """Build the extensions if the toolchain allows; otherwise install pure Python."""
+    """Build the extensions if the toolchain allows; otherwise install pure Python.
+
+    The three modules compile in parallel (one thread per CPU, each running
+    the compiler): the two Cython state machines are over a megabyte of C
+    each, and two cores compile all three in about two thirds of the time.
+    ``build_ext -j N`` still chooses otherwise.
+    """
 
     warned = False
+    _warning = threading.Lock()  # the parallel builds may fail at once
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:  # neither build_ext -j nor build -j
+            self.parallel = True  # os.cpu_count() threads
 
     def run(self) -> None:
         try:
@@ -85,9 +102,10 @@ class OptionalBuildExt(build_ext):
             self._fallback(exc)
 
     def _fallback(self, exc: BaseException) -> None:
-        if OptionalBuildExt.warned:
-            return
-        OptionalBuildExt.warned = True
+        with OptionalBuildExt._warning:
+            if OptionalBuildExt.warned:
+                return
+            OptionalBuildExt.warned = True
         detail = (str(exc).strip().splitlines() or [""])[0]
         # A compiler that cannot run reports its whole argv; its name is enough.
         argv = re.match(r"Command '\[['\"]([^'\"]+)['\"].*exit status (\d+)", detail)

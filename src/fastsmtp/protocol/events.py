@@ -21,6 +21,7 @@ from ..session import Envelope, RecipientDSN
 from .replies import Reply
 
 __all__ = [
+    "DATA_STARTED",
     "NEED_DATA",
     "Atrn",
     "AuthResult",
@@ -129,6 +130,10 @@ class Atrn:
 @dataclass(slots=True)
 class DataStarted:
     """DATA was accepted with 354; body chunks follow."""
+
+
+# It has no fields (nor, being slotted, room for any): one serves every message.
+DATA_STARTED = DataStarted()
 
 
 @dataclass(slots=True)

@@ -64,12 +64,12 @@ from . import auth_exchange, chunking, etrn, hello, lmtp, queries, starttls
 from . import replies as R
 from .dsn import NO_DSN, parse_envid, parse_ret, recipient_dsn
 from .events import (
+    DATA_STARTED,
     NEED_DATA,
     Atrn,
     Authenticate,
     BodyChunk,
     Closed,
-    DataStarted,
     Etrn,
     Event,
     Expand,
@@ -524,7 +524,7 @@ class ServerConnection:
         )
         self.state = _DATA
         self._send(R.START_DATA)
-        return _DATA_STARTED
+        return DATA_STARTED
 
     def _rset(self, args: bytes) -> Event | None:
         if args:
@@ -555,9 +555,6 @@ class ServerConnection:
     def _not_implemented(self, args: bytes) -> Event | None:
         return self._bad(R.NOT_IMPLEMENTED)
 
-
-# It has no fields (nor, being slotted, room for any): one serves every message.
-_DATA_STARTED = DataStarted()
 
 Command = Callable[[ServerConnection, bytes], Event | None]
 _NO_RULE: dict[State, Reply] = {}

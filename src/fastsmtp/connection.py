@@ -436,20 +436,23 @@ class SMTPProtocol:
         ``size`` is the message's as received (``MessageEnd.size``), for the log.
         """
         conn = self.conn
-        env = conn.envelope
         lmtp = self.server.settings.lmtp
+        logged = log.isEnabledFor(logging.INFO)
+        if result is None and not lmtp and not logged:
+            # The usual answer, per message: the protocol's default, 250
+            # naming the queue id, made without a Reply.
+            conn.respond()
+            return
+        env = conn.envelope
         assert env.queue_id is not None
         count = len(env.rcpt_tos)
         default = R.queued(env.queue_id)
-        if result is None and not lmtp:  # the usual answer, without a call
-            replies = [default]
-        else:
-            try:
-                replies = message_replies(result, count, lmtp=lmtp, default=default)
-            except BadOutcome as exc:
-                log.error("%s: on_message %s; answering 451", conn.session.id, exc)
-                replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
-        if log.isEnabledFor(logging.INFO):  # per message: skip building the lines
+        try:
+            replies = message_replies(result, count, lmtp=lmtp, default=default)
+        except BadOutcome as exc:
+            log.error("%s: on_message %s; answering 451", conn.session.id, exc)
+            replies = message_replies(R.HANDLER_ERROR, count, lmtp=lmtp, default=default)
+        if logged:
             log_message(env, replies if lmtp else replies * count, size, conn.session.id)
         if lmtp:
             conn.respond_recipients(replies)

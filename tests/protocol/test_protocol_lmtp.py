@@ -1,4 +1,5 @@
-"""LMTP (RFC 2033) in the sans-IO connection: LHLO, and per-recipient replies."""
+"""The answer to the end of a message in the sans-IO connection: LMTP (RFC 2033)
+per-recipient replies, and the default reply."""
 
 from __future__ import annotations
 
@@ -54,3 +55,24 @@ def test_respond_recipients_checks_the_count_and_the_mode():
     assert conn.pending_decision is not None  # still waiting for a valid answer
     with pytest.raises(RuntimeError, match="LMTP mode only"):
         at_message_end().respond_recipients([None, None])
+
+
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_the_default_answer_to_a_message_names_its_queue_id(lmtp: bool):
+    conn = at_message_end(lmtp=lmtp)
+    conn.envelope.queue_id = "3F2A00000001"  # given by the I/O layer at DATA
+    if lmtp:
+        conn.respond_recipients([None, REFUSED])
+        expected = b"250 2.0.0 OK: queued as 3F2A00000001\r\n" + REFUSED.encode()
+    else:
+        conn.respond()
+        expected = b"250 2.0.0 OK: queued as 3F2A00000001\r\n"
+    assert conn.data_to_send() == expected
+    assert conn.session.transactions == 1
+    assert conn.envelope.queue_id is None  # the next transaction starts blank
+
+
+def test_without_a_queue_id_the_default_answer_is_ok():
+    conn = at_message_end()
+    conn.respond()
+    assert conn.data_to_send() == b"250 2.0.0 OK\r\n"

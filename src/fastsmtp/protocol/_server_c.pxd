@@ -35,4 +35,6 @@ cdef class ServerConnection:
     cpdef _count_error(self)
     cpdef _count_junk(self)
     cpdef _reset_transaction(self)
+    cpdef _answer_end(self, reply)
+    cpdef _end_message(self, bint accepted)
     cpdef _body_event(self)

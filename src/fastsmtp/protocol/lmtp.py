@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import replies as R
 from .events import MessageEnd
 from .replies import Reply
 
@@ -39,5 +38,5 @@ def respond_recipients(conn: ServerConnection, replies: Sequence[Reply | None]) 
     accept = False
     for reply in replies:
         accept = accept or reply is None or reply.code < 400
-        conn._send(reply or R.OK)
-    conn._respond_message(event, None, accept)
+        conn._answer_end(reply)
+    conn._end_message(accept)

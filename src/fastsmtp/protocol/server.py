@@ -110,6 +110,9 @@ _RCPT_ERRORS = {
 _MAIL_DSN = {"RET": parse_ret, "ENVID": parse_envid}
 _RCPT_DSN = frozenset({"NOTIFY", "ORCPT"})
 
+# The default answer to MessageEnd (see _answer_end), before the queue id.
+_QUEUED_WIRE = R.queued("")._wire[:-2]
+
 _DATA_ERRORS = {
     DataError.TOO_BIG: R.MESSAGE_TOO_BIG,
     DataError.LINE_TOO_LONG: R.DATA_LINE_TOO_LONG,
@@ -295,14 +298,21 @@ class ServerConnection:
     def respond(self, reply: Reply | None = None) -> None:
         """Answer the pending decision; ``None`` accepts with the default reply.
 
-        A reply below 400 accepts, anything else refuses.
+        A reply below 400 accepts, anything else refuses. The default answer
+        to ``MessageEnd`` names ``envelope.queue_id`` when the I/O layer gave
+        the message one (``250 2.0.0 OK: queued as ...``).
         """
         event = self._decision
         if event is None:
             raise RuntimeError("no decision is pending")
-        if self.settings.lmtp and type(event) is MessageEnd:
-            # RFC 2033 §4.2: one reply per recipient, here all the same.
-            self.respond_recipients([reply] * len(self.envelope.rcpt_tos))
+        if type(event) is MessageEnd:
+            if self.settings.lmtp:
+                # RFC 2033 §4.2: one reply per recipient, here all the same.
+                self.respond_recipients([reply] * len(self.envelope.rcpt_tos))
+                return
+            self._decision = None
+            self._answer_end(reply)
+            self._end_message(reply is None or reply.code < 400)
             return
         self._decision = None
         accept = reply is None or reply.code < 400
@@ -330,13 +340,27 @@ class ServerConnection:
             self.state = _RCPT
         return reply or R.RECIPIENT_OK
 
-    def _respond_message(self, event: MessageEnd, reply: Reply | None, accept: bool) -> Reply:
-        if accept:
+    def _answer_end(self, reply: Reply | None) -> None:
+        """Send ``reply`` to the end of a message, or the default acceptance.
+
+        That is 250 naming the message's ``queue_id`` when the I/O layer gave
+        it one, as Postfix does, else 250 OK. Its bytes are made here, without
+        a ``Reply``: the default is the usual answer, once per message.
+        """
+        if reply is not None:
+            self._send(reply)
+        elif self.envelope.queue_id:
+            self._out.append(_QUEUED_WIRE + self.envelope.queue_id.encode() + b"\r\n")
+        else:
+            self._send(R.OK)
+
+    def _end_message(self, accepted: bool) -> None:
+        """The message is answered: count it if accepted, and begin anew."""
+        if accepted:
             self.session.transactions += 1
             self._junk = 0
         self._reset_transaction()
         self.state = _READY
-        return reply or R.OK
 
     # --- internals ------------------------------------------------------
     def _send(self, reply: Reply) -> None:
@@ -588,7 +612,6 @@ _RESPONDERS: dict[type, Responder] = {
     Hello: hello.respond_hello,
     MailFrom: ServerConnection._respond_mail,
     RcptTo: ServerConnection._respond_rcpt,
-    MessageEnd: ServerConnection._respond_message,
     Verify: queries.respond_vrfy,
     Expand: queries.respond_expn,
     Etrn: etrn.respond_etrn,

@@ -15,7 +15,7 @@ from fastsmtp.protocol._server_c cimport ServerConnection as _CompiledConnection
 cdef class SMTPProtocol:
     cdef dict __dict__
     cdef public _CompiledConnection conn
-    cdef public object server, hooks, transport, _body, _timer, _loop, _dispatch
+    cdef public object server, hooks, transport, _body, _timer, _loop
     cdef public object _gate, _proxy, _limit_key
     cdef public bint _busy, _stopping, _lost, _admitted, _started, _write_paused
     cdef public double _last_activity, _progress, _timeout_step

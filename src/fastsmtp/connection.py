@@ -39,6 +39,7 @@ from .protocol.events import (
     Closed,
     DataStarted,
     Etrn,
+    Event,
     Expand,
     Hello,
     MailFrom,
@@ -57,7 +58,7 @@ from .session import Address, Session
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["BufferedSMTPProtocol", "SMTPProtocol", "dispatch_table", "new_id"]
+__all__ = ["BufferedSMTPProtocol", "SMTPProtocol", "new_id", "undecided"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -110,7 +111,6 @@ class SMTPProtocol:
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_step = 0.0
         self._loop = loop if loop is not None else asyncio.get_running_loop()
-        self._dispatch = server.dispatch
         # Before the greeting, input goes here instead (PROXY header, greet_pause).
         self._gate: Callable[[bytes | memoryview], None] | None = None
         self._proxy: ProxyReader | None = None
@@ -141,6 +141,7 @@ class SMTPProtocol:
             relay=self.server.relay,
             auth_mechanisms=self.server.auth_mechanisms,
             keep_body=self.server.keeps_bodies,
+            auto_accept=self.server.auto_accept,
         )
         self._body = BodyReceiver(session.id)
         self.server._register(self)
@@ -234,16 +235,11 @@ class SMTPProtocol:
     # --- event processing -------------------------------------------------
     def _process(self) -> None:
         conn = self.conn
-        dispatch = self._dispatch
         while not self._busy:
             event = conn.next_event()
             if event is NEED_DATA:
                 break
-            method = dispatch[type(event)]
-            if method is None:  # no hook to ask: the protocol's default answer
-                conn.respond()
-                continue
-            pending = method(self, event)
+            pending = _DISPATCH[type(event)](self, event)
             if pending is not None:
                 self._await(pending)
                 return
@@ -581,8 +577,8 @@ _DISPATCH: dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None]] = {
 }
 
 
-# Decisions the protocol answers by itself when the handler lacks the hook.
-_HOOK_DECIDES: dict[type, str] = {
+# The hook that decides each decision the protocol can answer by itself.
+_HOOK_DECIDES: dict[type[Event], str] = {
     Hello: "on_helo",
     MailFrom: "on_mail",
     RcptTo: "on_rcpt",
@@ -590,20 +586,14 @@ _HOOK_DECIDES: dict[type, str] = {
     Expand: "on_expn",
 }
 
-Dispatch = dict[type, Callable[[SMTPProtocol, Any], Awaitable[None] | None] | None]
 
+def undecided(hooks: dict[str, HookCall]) -> frozenset[type[Event]]:
+    """The decisions no hook takes: the connection answers them itself (``auto_accept``).
 
-def dispatch_table(hooks: dict[str, HookCall]) -> Dispatch:
-    """A server's method per event; ``None`` where no hook decides (accept at once).
-
-    Built once per server, so that the common case (no on_mail, no on_rcpt)
-    costs no call and no hook lookup per command.
+    Found once per server, so that the common case (no on_mail, no on_rcpt)
+    costs no event, no call and no hook lookup per command.
     """
-    table: Dispatch = dict(_DISPATCH)
-    for event_type, hook in _HOOK_DECIDES.items():
-        if hook not in hooks:
-            table[event_type] = None
-    return table
+    return frozenset(event for event, hook in _HOOK_DECIDES.items() if hook not in hooks)
 
 
 # The compiled twin (see fastsmtp._twin); _connection_c.pxd declares the

@@ -29,7 +29,7 @@ from .auth import (
     mechanisms_for,
 )
 from .config import UNIX_PREFIX, ConfigError, Settings, parse_hostport
-from .connection import BufferedSMTPProtocol, SMTPProtocol, dispatch_table
+from .connection import BufferedSMTPProtocol, SMTPProtocol, undecided
 from .handler import bind_hooks
 from .limits import ConnectionLimits
 from .relay import RelayPolicy
@@ -88,7 +88,8 @@ class Server:
             handler = from_settings(settings)
         self.handler = handler
         self.hooks = bind_hooks(handler)
-        self.dispatch = dispatch_table(self.hooks)
+        #: the decisions no hook takes, which each connection answers by itself
+        self.auto_accept = undecided(self.hooks)
         #: whether anyone reads message bodies; if not they are decoded, checked and dropped
         self.keeps_bodies = "on_message" in self.hooks or "on_data_start" in self.hooks
         self._listeners: list[asyncio.Server] = []

@@ -20,6 +20,7 @@ cdef class ServerConnection:
     cdef public list _out
     cdef public object _extensions, _body_types, _starttls, _relay, _auth_mechanisms, _sasl
     cdef public object _extended_before
+    cdef public frozenset _auto_accept
     # What the I/O layer calls per read: compiled callers (fastsmtp._connection_c)
     # call these in C, others as usual.
     cpdef greet(self, reply=*)
@@ -30,6 +31,9 @@ cdef class ServerConnection:
     # Called on self once or more per message: C calls from the compiled code.
     cpdef _send(self, reply)
     cpdef _decide(self, event)
+    cpdef _wait(self, event)
+    cpdef _take_mail(self, address, options, ret, envid)
+    cpdef _take_rcpt(self, address, options, dsn)
     cpdef _close(self, reason)
     cpdef _bad(self, reply)
     cpdef _count_error(self)

@@ -85,6 +85,6 @@ def chunk_event(conn: ServerConnection) -> Event | NeedData | None:
         return conn._bad(refusal)
     conn.state = State.CHUNKS
     if conn._chunk_last:
-        return conn._decide(MessageEnd(conn._chunks_total))
+        return conn._wait(MessageEnd(conn._chunks_total))
     conn._send(R.chunk_received(conn._chunk_size))
     return None

@@ -41,14 +41,14 @@ functions of the connection in modules beside this one: ``hello``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
 
 from .._twin import compiled_names
 from ..auth import SASLServer
 from ..config import Settings
 from ..relay import RelayPolicy
-from ..session import Session, blank_envelope
+from ..session import RecipientDSN, Session, blank_envelope
 from ..wire import (
     BareLineEnding,
     DataDecoder,
@@ -86,13 +86,15 @@ from .hello import ehlo_reply
 from .replies import Reply
 from .state import SEQUENCE, State
 
-__all__ = ["ServerConnection", "State", "ehlo_reply"]
+__all__ = ["AUTO_ACCEPTABLE", "ServerConnection", "State", "ehlo_reply"]
 
 
 # The states the per-command path tests, as module constants: on Python 3.11
 # each ``State.X`` is a metaclass attribute lookup (~130 ns), ~50 per message.
 _CONNECTED, _READY, _MAIL, _RCPT = State.CONNECTED, State.READY, State.MAIL, State.RCPT
 _DATA, _TLS, _CLOSED, _BDAT, _AUTH = State.DATA, State.TLS, State.CLOSED, State.BDAT, State.AUTH
+
+_E = TypeVar("_E", bound=Event)
 
 _MAIL_ERRORS = {
     "syntax": R.SYNTAX_MAIL,
@@ -133,7 +135,11 @@ class ServerConnection:
         relay: RelayPolicy | None = None,
         auth_mechanisms: Sequence[str] = (),
         keep_body: bool = True,
+        auto_accept: Collection[type[Event]] = (),
     ) -> None:
+        if not AUTO_ACCEPTABLE.issuperset(auto_accept):
+            names = sorted(t.__name__ for t in AUTO_ACCEPTABLE)
+            raise ValueError(f"auto_accept takes only {names}")
         self.settings = settings
         self.session = session
         self.envelope = blank_envelope()
@@ -141,6 +147,8 @@ class ServerConnection:
         self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
         self._decoder: DataDecoder | None = None
         self._keep_body = keep_body
+        # Decisions nobody takes: answered at once with their default (see _decide).
+        self._auto_accept = frozenset(auto_accept)
         # What receive_data decoded straight from the peer's bytes, waiting for
         # next_event: (body, done); None when nothing is waiting.
         self._decoded: tuple[bytes, bool] | None = None
@@ -320,25 +328,33 @@ class ServerConnection:
 
     def _respond_mail(self, event: MailFrom, reply: Reply | None, accept: bool) -> Reply:
         if accept:
-            env = self.envelope
-            env.mail_from = event.address
-            env.mail_options = event.options
-            env.smtputf8 = "SMTPUTF8" in event.options
-            body = event.options.get("BODY")
-            env.body_type = body.upper() if body else None
-            env.dsn_ret = event.dsn_ret
-            env.dsn_envid = event.dsn_envid
-            self.state = _MAIL
-            self._transactions += 1
+            self._take_mail(event.address, event.options, event.dsn_ret, event.dsn_envid)
         return reply or R.SENDER_OK
+
+    def _take_mail(
+        self, address: str, options: dict[str, str | None], ret: str | None, envid: str | None
+    ) -> None:
+        env = self.envelope
+        env.mail_from = address
+        env.mail_options = options
+        env.smtputf8 = "SMTPUTF8" in options
+        body = options.get("BODY")
+        env.body_type = body.upper() if body else None
+        env.dsn_ret = ret
+        env.dsn_envid = envid
+        self.state = _MAIL
+        self._transactions += 1
 
     def _respond_rcpt(self, event: RcptTo, reply: Reply | None, accept: bool) -> Reply:
         if accept:
-            self.envelope.rcpt_tos.append(event.address)
-            self.envelope.rcpt_options.append(event.options)
-            self.envelope.rcpt_dsn.append(event.dsn)
-            self.state = _RCPT
+            self._take_rcpt(event.address, event.options, event.dsn)
         return reply or R.RECIPIENT_OK
+
+    def _take_rcpt(self, address: str, options: dict[str, str | None], dsn: RecipientDSN) -> None:
+        self.envelope.rcpt_tos.append(address)
+        self.envelope.rcpt_options.append(options)
+        self.envelope.rcpt_dsn.append(dsn)
+        self.state = _RCPT
 
     def _answer_end(self, reply: Reply | None) -> None:
         """Send ``reply`` to the end of a message, or the default acceptance.
@@ -366,7 +382,20 @@ class ServerConnection:
     def _send(self, reply: Reply) -> None:
         self._out.append(reply._wire)  # encode() without a call: this is per reply
 
-    def _decide(self, event: Event) -> Event:
+    def _decide(self, event: Event) -> Event | None:
+        """Wait for ``respond`` to ``event``; unless nobody decides it (``auto_accept``).
+
+        Then it is answered at once with its default, and reading goes on; a
+        notice it made (``Reset``, after a HELO in a transaction) comes first.
+        """
+        if type(event) in self._auto_accept:
+            self._send(_RESPONDERS[type(event)](self, event, None, True))
+            notice, self._notice = self._notice, None
+            return notice
+        return self._wait(event)
+
+    def _wait(self, event: _E) -> _E:
+        """Hold ``event`` until ``respond`` answers it (``MessageEnd`` always)."""
         self._decision = event
         return event
 
@@ -447,7 +476,7 @@ class ServerConnection:
             self._reset_transaction()
             self.state = State.READY
             return MessageAborted(reply)
-        return self._decide(MessageEnd(decoder.size))
+        return self._wait(MessageEnd(decoder.size))
 
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
 
@@ -473,6 +502,10 @@ class ServerConnection:
             return None
         if problem is not None:
             return self._bad(problem)
+        if MailFrom in self._auto_accept:  # per message: accepted without making the event
+            self._take_mail(address, params, dsn.get("RET"), dsn.get("ENVID"))
+            self._send(R.SENDER_OK)
+            return None
         return self._decide(MailFrom(address, params, dsn.get("RET"), dsn.get("ENVID")))
 
     def _check_mail_params(
@@ -532,6 +565,10 @@ class ServerConnection:
             if refusal is not None:
                 # Counted like a bad command: it caps address harvesting too.
                 return self._bad(refusal)
+        if RcptTo in self._auto_accept:  # per recipient: accepted without making the event
+            self._take_rcpt(address, params, dsn)
+            self._send(R.RECIPIENT_OK)
+            return None
         return self._decide(RcptTo(address, params, dsn))
 
     def _data(self, args: bytes) -> Event | None:
@@ -618,6 +655,10 @@ _RESPONDERS: dict[type, Responder] = {
     Atrn: etrn.respond_atrn,
     Authenticate: auth_exchange.respond_authenticate,
 }
+
+#: The decisions ``auto_accept`` may name: those whose default answer is safe
+#: (never ``Authenticate``: its default would take any password).
+AUTO_ACCEPTABLE: frozenset[type[Event]] = frozenset({Hello, MailFrom, RcptTo, Verify, Expand})
 
 
 # The compiled twin (see fastsmtp._twin); _server_c.pxd declares the compiled

@@ -25,7 +25,11 @@ replays the same run: a crash file is its own reproducer.
     ends only after it started, with a sender and a recipient; nothing runs
     after STARTTLS before ``tls_started``; EOF always closes). The same run
     is made over each twin (``wired``) and must give the same events and
-    the same bytes.
+    the same bytes. Each wire twin runs under its own state machine: the
+    pure twin under the pure ``protocol/server.py``, the compiled one under
+    the compiled machine when it is built (whose reader and decoder are
+    typed as the compiled wire's), so the two configurations that really
+    run are compared.
 
 A failed check raises ``AssertionError``; any other exception is a bug too.
 ``TestOneInput`` runs both targets; ``run.py`` runs one at a time under
@@ -35,6 +39,7 @@ atheris.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import os
 import random
@@ -44,6 +49,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+from fastsmtp import wire
 from fastsmtp.config import Settings
 from fastsmtp.protocol import dsn as protocol_dsn
 from fastsmtp.protocol import server as protocol_server
@@ -287,7 +293,7 @@ def check_replies(out: bytes) -> list[int]:
 class ServerModel:
     """Drives one ServerConnection and checks it against what SMTP allows."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, machine: type[protocol_server.ServerConnection]) -> None:
         self.rng = rng = random.Random(data)
         settings = Settings(
             hostname="mx.fuzz",
@@ -308,7 +314,7 @@ class ServerModel:
         self.settings = settings
         relay = RelayPolicy(["example.com"], []) if rng.random() < 0.3 else None
         session = Session(id="FUZZ", peer=("192.0.2.1", 2525), tls=rng.random() < 0.1)
-        self.conn = protocol_server.ServerConnection(
+        self.conn = machine(
             settings, session, ("AUTH PLAIN",), starttls=rng.random() < 0.5, relay=relay
         )
         self.chunks = split(data, rng)
@@ -436,22 +442,64 @@ class ServerModel:
             assert conn.state is State.READY and not conn.envelope.rcpt_tos
 
 
-# The module whose globals ServerConnection reads: the compiled ``_server_c``
-# when ``protocol.server`` took its names from there. Taken at import, before
-# a test can replace ``protocol_server.ServerConnection``.
-MACHINE = sys.modules[protocol_server.ServerConnection.__module__]
+def _pure_machine() -> ModuleType:
+    """``protocol/server.py`` as pure Python, for the pure wire twin.
+
+    When the compiled state machine is in use, ``protocol.server`` holds its
+    names, and it takes only the compiled wire's reader and decoder; so the
+    source runs once more, under another name, keeping its own names.
+    """
+    if protocol_server.ServerConnection.__module__ == protocol_server.__name__:
+        return protocol_server  # the pure machine is the one in use
+    name = "fastsmtp.protocol._server_fuzz_pure"
+    spec = importlib.util.spec_from_file_location(name, protocol_server.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    saved = wire.IMPLEMENTATION
+    wire.IMPLEMENTATION = "py"  # compiled_names() gives the copy no compiled names
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        wire.IMPLEMENTATION = saved
+    return module
+
+
+PURE_MACHINE = _pure_machine()
+
+
+def machine_for(impl: ModuleType) -> type[protocol_server.ServerConnection]:
+    """The state machine that runs over the wire twin ``impl`` (see the module doc).
+
+    Looked up at each call, so that a test can replace the one in use.
+    """
+    if getattr(impl, "__name__", None) == "fastsmtp.wire._c":
+        return protocol_server.ServerConnection
+    return PURE_MACHINE.ServerConnection
 
 
 @contextlib.contextmanager
-def wired(impl: ModuleType) -> Iterator[None]:
-    """Run the protocol over the wire twin ``impl`` for the duration.
+def wired(impl: ModuleType, machine: type[protocol_server.ServerConnection]) -> Iterator[None]:
+    """Run ``machine`` over the wire twin ``impl`` for the duration.
 
     The protocol modules bind the wire names at import; they are looked up
     again at each call, so swapping them switches a whole run. The state
-    machine reads the names of the module that defines it (``MACHINE``).
+    machine reads the names of the module that defines it (a test's
+    subclass, those of its base's).
     """
+    defining = next(
+        module
+        for module in (sys.modules[cls.__module__] for cls in machine.__mro__)
+        if getattr(module, "ServerConnection", None) in machine.__mro__
+    )
     names = {
-        MACHINE: ("LineReader", "DataDecoder", "parse_command", "parse_mail", "parse_rcpt"),
+        defining: (
+            "LineReader",
+            "DataDecoder",
+            "parse_command",
+            "parse_mail",
+            "parse_rcpt",
+        ),
         protocol_dsn: ("xtext_decode",),
     }
     saved = {(m, n): getattr(m, n) for m, ns in names.items() for n in ns}
@@ -468,8 +516,9 @@ def server_target(data: bytes) -> None:
     """The ServerConnection target (see the module doc)."""
     traces = []
     for impl in TWINS:
-        with wired(impl):
-            model = ServerModel(data)
+        machine = machine_for(impl)
+        with wired(impl, machine):
+            model = ServerModel(data, machine)
             model.run()
         traces.append(model.trace)
     same(traces, "ServerConnection")

@@ -10,10 +10,16 @@
 # attribute that __init__ sets belongs here. The type itself is immutable:
 # its methods cannot be replaced at run time (subclass it instead).
 
+from fastsmtp.wire._c cimport DataDecoder as _DataDecoder, LineReader as _LineReader
+
 cdef class ServerConnection:
     cdef dict __dict__
     cdef public object settings, session, envelope, state
-    cdef public object _reader, _decoder, _keep_body, _decoded, _data_done
+    # The compiled wire layer's types (the twin runs only with it): their
+    # per-line methods are C calls, and done and size C reads.
+    cdef public _LineReader _reader
+    cdef public _DataDecoder _decoder
+    cdef public object _keep_body, _decoded, _data_done
     cdef public object _chunk_left, _chunk_size, _chunk_last, _chunk_refusal, _chunk_return
     cdef public object _chunks_started, _chunks_total
     cdef public object _decision, _notice, _eof, _errors, _junk, _transactions

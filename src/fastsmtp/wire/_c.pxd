@@ -85,6 +85,11 @@ cdef class LineReader:
     # Set while a method may let go of the GIL: the buffer must not move.
     cdef bint _busy
 
+    # What the compiled state machine calls per line: C calls from there.
+    cpdef feed(self, data)
+    cpdef next_line(self)
+    cpdef bytes drain(self)
+
 
 cdef class DataDecoder:
     cdef readonly object max_size
@@ -108,6 +113,7 @@ cdef class DataDecoder:
     # Set during feed(), which may let go of the GIL: _pending must not move.
     cdef bint _busy
 
+    cpdef tuple feed(self, data)
     cdef tuple _feed(self, const uchar* data, Py_ssize_t n)
     cdef void _walk_released(
         self, const uchar* data, Py_ssize_t n, bint clean, PyObject* out, Region* region

@@ -171,7 +171,7 @@ cdef class LineReader:
     def __len__(self):
         return self._buf.end - self._buf.start
 
-    def feed(self, data):
+    cpdef feed(self, data):
         """Buffer ``data``; a line being discarded does not grow the buffer."""
         cdef Buf* b = &self._buf
         cdef Py_buffer view
@@ -197,7 +197,7 @@ cdef class LineReader:
         finally:
             self._busy = False
 
-    def next_line(self):
+    cpdef next_line(self):
         """Return the next line without its ending, or None if none is complete."""
         cdef Buf* b = &self._buf
         cdef const uchar* line = b.data + b.start
@@ -251,7 +251,7 @@ cdef class LineReader:
         buf_consume(b, k)
         return chunk
 
-    def drain(self):
+    cpdef bytes drain(self):
         """Remove and return every buffered byte."""
         cdef Buf* b = &self._buf
         if self._busy:
@@ -308,7 +308,7 @@ cdef class DataDecoder:
         """The first ``DataError`` met, or ``DataError.NONE``."""
         return ERRORS[self._error]
 
-    def feed(self, data):
+    cpdef tuple feed(self, data):
         """Decode ``data``; return ``(body, done, leftover)``."""
         cdef Py_buffer view
         if self.done:

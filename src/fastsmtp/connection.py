@@ -52,7 +52,7 @@ from .protocol.events import (
 )
 from .protocol.proxy import ProxyReader
 from .protocol.replies import Reply
-from .protocol.server import ServerConnection
+from .protocol.server import ServerConnection, State
 from .session import Address, Session
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 __all__ = ["BufferedSMTPProtocol", "SMTPProtocol", "new_id", "undecided"]
 
 log = logging.getLogger("fastsmtp")
+# Read per message or per write: module constants, not attribute lookups.
+_INFO = logging.INFO
+_CLOSED = State.CLOSED
 
 
 # Ids: a per-process random prefix and a counter, unique across --workers.
@@ -125,7 +128,9 @@ class SMTPProtocol:
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport = cast(asyncio.Transport, transport)
+        if TYPE_CHECKING:  # no call at run time: this is per connection
+            transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             peer = tuple(peer[:2])
@@ -278,7 +283,7 @@ class SMTPProtocol:
             transport.write(out)
             self._progress = self._loop.time()
             self._progress_octets = 0
-        if self.conn.closed:
+        if self.conn.state is _CLOSED:  # conn.closed, without a property call per write
             transport.close()
 
     async def _call_any(self, name: str, *args: Any) -> Any:
@@ -433,7 +438,7 @@ class SMTPProtocol:
         """
         conn = self.conn
         lmtp = self.server.settings.lmtp
-        logged = log.isEnabledFor(logging.INFO)
+        logged = log.isEnabledFor(_INFO)
         if result is None and not lmtp and not logged:
             # The usual answer, per message: the protocol's default, 250
             # naming the queue id, made without a Reply.

@@ -7,13 +7,12 @@ as commands are accepted) and by handlers (which read them).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from .body import BodySink, MessageBody
 
-__all__ = ["Address", "Envelope", "RecipientDSN", "Session", "blank_envelope"]
+__all__ = ["Address", "Envelope", "RecipientDSN", "Session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,24 +134,3 @@ class Envelope:
         if loaded is None and self.body is not None:
             return self.body.open()
         return io.BytesIO(loaded or b"")
-
-
-# An Envelope() instance's attributes, and the fields that need new containers.
-_BLANK: dict[str, Any] = Envelope().__dict__
-_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
-    (f.name, f.default_factory) for f in fields(Envelope) if f.default_factory is not MISSING
-)
-
-
-def blank_envelope() -> Envelope:
-    """``Envelope()`` at half its cost: the server makes one per message.
-
-    The dataclass's ``__init__`` assigns its 13 fields one by one and calls
-    the ``content`` descriptor; this copies the attributes of a blank one.
-    """
-    envelope: Envelope = object.__new__(Envelope)
-    attributes = _BLANK.copy()
-    for name, factory in _FACTORIES:
-        attributes[name] = factory()
-    envelope.__dict__ = attributes
-    return envelope

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 
 from fastsmtp.protocol.replies import Reply, queued
-from fastsmtp.session import Envelope, blank_envelope
+from fastsmtp.protocol.server import blank_envelope
+from fastsmtp.session import Envelope
 
 
 def test_blank_envelope_equals_a_new_envelope():

@@ -12,6 +12,11 @@
 
 from fastsmtp.wire._c cimport DataDecoder as _DataDecoder, LineReader as _LineReader
 
+# blank_envelope and its tables: a C call, a C copy and a C loop.
+cdef dict _BLANK
+cdef tuple _FACTORIES
+cpdef blank_envelope()
+
 cdef class ServerConnection:
     cdef dict __dict__
     cdef public object settings, session, envelope, state

@@ -11,9 +11,11 @@ NOOP, RSET, HELP, QUIT, the 354 to DATA) are queued at once; commands that
 need the application's word are returned as *decision* events (``Hello``,
 ``MailFrom``, ``RcptTo``, ``MessageEnd``, ``Verify``, ``Expand``) and the
 connection waits for ``respond(reply)`` (``None`` accepts with the default
-reply) before it reads further. Replies accumulate until the I/O layer
-takes them, so a pipelined group (RFC 2920) is answered with one write once
-the input is drained.
+reply) before it reads further. A decision nobody takes (``auto_accept``:
+an I/O layer whose handler has no hook for it) is answered at once with
+its default instead, and not returned; MAIL and RCPT then make no event.
+Replies accumulate until the I/O layer takes them, so a pipelined group
+(RFC 2920) is answered with one write once the input is drained.
 
 The connection is always in one ``State``. Which commands each state admits
 is the table ``SEQUENCE`` (``protocol.state``); a command outside its states

@@ -12,6 +12,10 @@
 
 from fastsmtp.protocol._server_c cimport ServerConnection as _CompiledConnection
 
+# new_id's counter and prefix, as C values.
+cdef str _ID_PREFIX
+cdef unsigned long long _last_id
+
 cdef class SMTPProtocol:
     cdef dict __dict__
     cdef public _CompiledConnection conn

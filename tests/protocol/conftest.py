@@ -8,7 +8,7 @@ queued for the peer into ``WireReply`` objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pytest
@@ -35,9 +35,17 @@ class Driver:
     """A ``ServerConnection`` and a scripted application around it."""
 
     def __init__(
-        self, settings: Settings, decide: Decide | None = None, *, keep_body: bool = True
+        self,
+        settings: Settings,
+        decide: Decide | None = None,
+        *,
+        keep_body: bool = True,
+        auto_accept: Collection[type[Event]] = (),
     ) -> None:
-        self.conn = ServerConnection(settings, Session(id="T1", peer=PEER), keep_body=keep_body)
+        session = Session(id="T1", peer=PEER)
+        self.conn = ServerConnection(
+            settings, session, keep_body=keep_body, auto_accept=auto_accept
+        )
         self.decide: Decide = decide or (lambda event: None)
         self.events: list[Event] = []
         #: (envelope, body) of every message the application accepted
@@ -119,10 +127,18 @@ def make_settings(**kwargs: Any) -> Settings:
 
 @pytest.fixture
 def connect() -> Callable[..., Driver]:
-    """``connect(decide=None, *, keep_body=True, **settings)`` returns a greeted ``Driver``."""
+    """A greeted ``Driver``: ``connect(decide=None, *, keep_body, auto_accept, **settings)``."""
 
-    def make(decide: Decide | None = None, *, keep_body: bool = True, **settings: Any) -> Driver:
-        return Driver(make_settings(**settings), decide, keep_body=keep_body)
+    def make(
+        decide: Decide | None = None,
+        *,
+        keep_body: bool = True,
+        auto_accept: Collection[type[Event]] = (),
+        **settings: Any,
+    ) -> Driver:
+        return Driver(
+            make_settings(**settings), decide, keep_body=keep_body, auto_accept=auto_accept
+        )
 
     return make
 

@@ -22,7 +22,8 @@ cdef class SMTPProtocol:
     cdef public object server, hooks, transport, _body, _timer, _loop
     cdef public object _gate, _proxy, _limit_key
     cdef public bint _busy, _stopping, _lost, _admitted, _started, _write_paused
-    cdef public double _last_activity, _progress, _timeout_step
+    cdef public bint _timed, _heard, _answered
+    cdef public double _last_activity, _progress
     cdef public Py_ssize_t _progress_octets
 
     cpdef data_received(self, data)
@@ -31,4 +32,3 @@ cdef class SMTPProtocol:
     # Once per message, from the compiled _on_message.
     cpdef _deliver(self, size)
     cpdef _answer_message(self, result, size)
-    cpdef _arm_timer(self, double when)

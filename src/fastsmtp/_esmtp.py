@@ -160,9 +160,7 @@ async def _turn(proto: SMTPProtocol, event: Atrn) -> None:
     transport = proto.transport
     if not proto.conn.closed or transport is None or transport.is_closing():
         return  # refused: the session goes on
-    if proto._timer is not None:  # the client side has its own timeouts
-        proto._timer.cancel()
-        proto._timer = None
+    proto._timed = False  # the client side has its own timeouts
     transport.write(proto.conn.data_to_send())
     log.info("%s: ATRN %s by %s: turned around", session.id, event.domains, session.auth)
     try:

@@ -6,8 +6,8 @@ feeds the connection and runs its events synchronously; only a handler hook
 that has to be awaited makes a task, and reading pauses until it is
 answered. The replies produced while the input lasts are written with one
 ``write`` (RFC 2920 batching). Before the greeting come the PROXY header
-(when expected), the connection limits and ``greet_pause``; after it, one
-self-checking timer enforces the timeouts.
+(when expected), the connection limits and ``greet_pause``; after it, the
+server's ``TimeoutSweep`` (``_timeouts``) enforces the timeouts.
 
 The gates before the greeting are in ``_pregreet``; the asyncio side of
 STARTTLS, AUTH, ETRN and ATRN in ``_esmtp``. setup.py also compiles this
@@ -113,9 +113,13 @@ class SMTPProtocol:
         self._stopping = False
         self._lost = False
         self._body: BodyReceiver
+        # The timeouts (see _timeouts): once greeted, the server's sweep watches
+        # the connection; reads and writes raise flags, which the sweep stamps.
+        self._timed = False
+        self._heard = False
+        self._answered = False
         self._last_activity = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timeout_step = 0.0
+        self._timer: asyncio.TimerHandle | None = None  # before the greeting only
         self._loop = loop if loop is not None else asyncio.get_running_loop()
         # Before the greeting, input goes here instead (PROXY header, greet_pause).
         self._gate: Callable[[bytes | memoryview], None] | None = None
@@ -186,9 +190,9 @@ class SMTPProtocol:
         self._started = True
         session = self.conn.session
         self._last_activity = self._progress = self._loop.time()
-        settings = self.server.settings
-        self._timeout_step = min(settings.command_timeout, settings.data_timeout)
-        self._arm_timer(self._last_activity + self._timeout_step)
+        self._heard = self._answered = False
+        self._timed = True
+        self.server.timeouts.watch(self._loop)
         log.debug("%s: connect from %s", session.id, session.peer)
         hook = self.hooks.get("on_connect")
         if hook is None:
@@ -205,7 +209,7 @@ class SMTPProtocol:
         self.data_received(self.server._read_buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
-        self._last_activity = self._loop.time()
+        self._heard = True
         if self._gate is not None:
             self._gate(data)
             return
@@ -226,6 +230,7 @@ class SMTPProtocol:
         if self._lost:
             return
         self._lost = True
+        self._timed = False
         if self._timer is not None:
             self._timer.cancel()
         session = self.conn.session
@@ -284,7 +289,7 @@ class SMTPProtocol:
             return
         if out:
             transport.write(out)
-            self._progress = self._loop.time()
+            self._answered = True
             self._progress_octets = 0
         if self.conn.state is _CLOSED:  # conn.closed, without a property call per write
             transport.close()
@@ -483,52 +488,7 @@ class SMTPProtocol:
     _no_proxy_header = _pregreet.no_proxy_header
     _early_talker = _pregreet.early_talker
 
-    # --- timeouts and shutdown --------------------------------------------
-    def _arm_timer(self, when: float) -> None:
-        self._timer = self._loop.call_at(when, self._check_timeout)
-
-    def _check_timeout(self) -> None:
-        """Say 421 when the client's time is up (RFC 5321 §4.5.3.2); else look again.
-
-        One timer per connection, never moved on activity: it wakes at the
-        deadline or after ``min(command_timeout, data_timeout)``, whichever
-        is sooner, and compares the time with the deadline of the state the
-        connection is in now, so a change of state needs no re-arming.
-        """
-        now = self._loop.time()
-        if self._busy:  # the handler is working: not the client's time
-            self._last_activity = self._progress = now
-        deadline = self._deadline()
-        if now < deadline:
-            self._arm_timer(min(deadline, now + self._timeout_step))
-            return
-        state = "DATA" if self.conn.in_data else "a command"
-        log.info("%s: timeout waiting for %s", self.conn.session.id, state)
-        self.conn.timed_out()
-        self._flush()
-        if self._write_paused:  # it reads nothing: the 421 would never be flushed
-            self.abort()
-
-    def _deadline(self) -> float:
-        """When the client's time is up in the state the connection is in now.
-
-        A command must be complete within ``command_timeout`` of the last
-        reply, however it trickles in: counted per read, a client sending a
-        byte a second would never time out. In DATA, ``data_timeout`` is
-        the silence allowed between reads (RFC 5321 §4.5.3.2.5), and the
-        message must also average ``min_data_rate`` octets a second beyond
-        ``data_timeout``.
-        """
-        settings = self.server.settings
-        if not self.conn.in_data:
-            return self._progress + settings.command_timeout
-        deadline = self._last_activity + settings.data_timeout
-        rate = settings.min_data_rate
-        if rate:
-            budget = self._progress + settings.data_timeout + self._progress_octets / rate
-            deadline = min(deadline, budget)
-        return deadline
-
+    # --- flow control and shutdown ----------------------------------------
     def pause_writing(self) -> None:
         """The client reads its replies slower than it sends: stop reading its input.
 

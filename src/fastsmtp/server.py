@@ -22,6 +22,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
+from ._timeouts import TimeoutSweep
 from .auth import (
     Authenticator,
     FailureLimiter,
@@ -96,6 +97,8 @@ class Server:
         self._tls_listeners: list[asyncio.Server] = []
         self._unix_listeners: list[asyncio.Server] = []
         self._connections: set[SMTPProtocol] = set()
+        #: the connections' timeouts: one timer for them all
+        self.timeouts = TimeoutSweep(self._connections, settings)
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._date_cache = (0, "")
@@ -204,6 +207,7 @@ class Server:
         self._listeners.clear()
         self._tls_listeners.clear()
         self._unix_listeners.clear()
+        self.timeouts.stop()
         for path in paths:
             _remove_socket(path)
         if self._tasks:

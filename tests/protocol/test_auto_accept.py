@@ -51,6 +51,18 @@ def test_auto_accepted_commands_fill_the_envelope_as_accepted_events_do(connect)
     assert auto.conn.state is asked.conn.state is State.DATA
 
 
+@pytest.mark.parametrize("name", [b"c.example", b"caf\xc3\xa9.example", b"bad\xff.example"])
+def test_an_auto_accepted_hello_names_the_session_as_the_event_would(connect, name):
+    auto = connect(auto_accept=(Hello,))
+    asked = connect()
+    line = b"HELO " + name + b"\r\n"
+    assert auto.feed(line) == asked.feed(line)
+    assert asked.events[0].host_name == name.decode("utf-8", "replace")
+    assert auto.conn.session == asked.conn.session
+    assert auto.conn.session.host_name == name.decode("utf-8", "replace")
+    assert auto.conn.session.extended is asked.conn.session.extended is False
+
+
 def test_an_auto_accepted_hello_in_a_transaction_still_reports_the_reset(connect):
     smtp = connect(auto_accept=(Hello, MailFrom))
     smtp.feed(b"EHLO c.example\r\nMAIL FROM:<a@x.example>\r\n")

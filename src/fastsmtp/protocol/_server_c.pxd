@@ -42,6 +42,7 @@ cdef class ServerConnection:
     # Called on self once or more per message: C calls from the compiled code.
     cpdef _send(self, reply)
     cpdef _decide(self, event)
+    cpdef _accepted(self, reply)
     cpdef _wait(self, event)
     cpdef _take_mail(self, address, options, ret, envid)
     cpdef _take_rcpt(self, address, options, dsn)

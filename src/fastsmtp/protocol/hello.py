@@ -30,11 +30,17 @@ __all__ = ["ehlo", "ehlo_reply", "helo", "lhlo", "respond_hello"]
 def _hello(conn: ServerConnection, verb: str, args: bytes) -> Event | None:
     if not args:
         return conn._bad(R.SYNTAX_HELO)
+    try:  # decode()'s codec lookup for "replace" costs more than the rest of the command
+        host_name = args.decode()
+    except UnicodeDecodeError:
+        host_name = args.decode("utf-8", "replace")
+    if Hello in conn._auto_accept:  # nobody decides: accepted without making the event
+        return conn._accepted(_accept(conn, verb, host_name, None))
     # While the hook decides, ``extended`` tells EHLO/LHLO from HELO (as
     # aiosmtpd's extended_smtp does); a refusal puts it back.
     conn._extended_before = conn.session.extended
     conn.session.extended = verb != "HELO"
-    return conn._decide(Hello(verb, args.decode("utf-8", "replace")))
+    return conn._decide(Hello(verb, host_name))
 
 
 def helo(conn: ServerConnection, args: bytes) -> Event | None:
@@ -64,14 +70,20 @@ def respond_hello(conn: ServerConnection, event: Hello, reply: Reply | None, acc
         assert reply is not None
         conn.session.extended = conn._extended_before
         return reply
+    return _accept(conn, event.verb, event.host_name, reply)
+
+
+def _accept(conn: ServerConnection, verb: str, host_name: str, reply: Reply | None) -> Reply:
+    """The session starts afresh, named ``host_name``; the reply to send."""
     if conn.state in IN_TRANSACTION:
         # RFC 5321 §4.1.4: an accepted HELO/EHLO resets like RSET.
         conn._notice = Reset(conn.envelope)
     conn._reset_transaction()
-    conn.session.host_name = event.host_name
-    conn.session.extended = event.verb != "HELO"
+    session = conn.session
+    session.host_name = host_name
+    session.extended = extended = verb != "HELO"
     conn.state = State.READY
-    if conn.session.extended:
+    if extended:
         extensions = ("STARTTLS", *conn._extensions) if conn._starttls else conn._extensions
         if conn._auth_offered:
             extensions = (*extensions, "AUTH " + " ".join(conn._auth_mechanisms))

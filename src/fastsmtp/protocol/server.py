@@ -414,10 +414,14 @@ class ServerConnection:
         notice it made (``Reset``, after a HELO in a transaction) comes first.
         """
         if type(event) in self._auto_accept:
-            self._send(_RESPONDERS[type(event)](self, event, None, True))
-            notice, self._notice = self._notice, None
-            return notice
+            return self._accepted(_RESPONDERS[type(event)](self, event, None, True))
         return self._wait(event)
+
+    def _accepted(self, reply: Reply) -> Event | None:
+        """Send the reply to a decision taken by itself; a notice it made comes first."""
+        self._send(reply)
+        notice, self._notice = self._notice, None
+        return notice
 
     def _wait(self, event: _E) -> _E:
         """Hold ``event`` until ``respond`` answers it (``MessageEnd`` always)."""

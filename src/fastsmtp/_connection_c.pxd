@@ -19,7 +19,7 @@ cdef unsigned long long _last_id
 cdef class SMTPProtocol:
     cdef dict __dict__
     cdef public _CompiledConnection conn
-    cdef public object server, hooks, transport, _body, _timer, _loop
+    cdef public object server, hooks, transport, _body, _timer, _loop, _buffer
     cdef public object _gate, _proxy, _limit_key
     cdef public bint _busy, _stopping, _lost, _admitted, _started, _write_paused
     cdef public bint _timed, _heard, _answered

@@ -107,6 +107,7 @@ class SMTPProtocol:
         asking asyncio per connection (on Python 3.11 a ``getpid`` system call)."""
         self.server = server
         self.hooks = server.hooks
+        self._buffer = server._read_buffer  # per read, twice: a slot, not the server's dict
         self.conn: ServerConnection
         self.transport: asyncio.Transport | None = None
         self._busy = False
@@ -202,11 +203,11 @@ class SMTPProtocol:
             self._await(self._connect())
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.server._read_buffer
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         # The buffer is shared: receive_data copies before the next read.
-        self.data_received(self.server._read_buffer[:nbytes])
+        self.data_received(self._buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         self._heard = True

@@ -107,3 +107,22 @@ def test_zero_turns_every_limit_off():
     table = limits(max_connections=0, max_connections_per_ip=0, max_connection_rate_per_ip=0)
     assert all(table.admit(peer(1)) == (None, None) for _ in range(2000))
     assert table.tracked_addresses() == 0
+
+
+def test_the_client_memo_answers_as_the_parse_does_and_stays_bounded(monkeypatch):
+    monkeypatch.setattr("fastsmtp.relay.CLIENT_MEMO", 8)
+    relay = RelayPolicy((), ["192.0.2.0/24"])
+    table = ConnectionLimits(Settings(hostname="mx.test", max_connections_per_ip=1), relay, Clock())
+    for _ in range(2):  # parsed, then remembered: the same answers
+        assert relay.client(("::ffff:198.51.100.7", 1)) == ("198.51.100.7", False)
+        assert relay.client(("192.0.2.9", 1)) == ("192.0.2.9", True)
+        assert relay.client(("fe80::1%eth0", 1)) == ("fe80::1", False)
+        assert relay.client(("not an address", 1)) == (None, False)
+        assert relay.client("/run/fastsmtp.sock") == (None, False)
+    # Both forms of one client are still one address once remembered.
+    assert table.admit(("198.51.100.7", 2)) == (None, "198.51.100.7")
+    assert table.admit(("::ffff:198.51.100.7", 3))[0] is not None
+    for n in range(100):
+        relay.client(peer(n))
+        assert len(relay._clients) <= 8
+    assert relay.client(peer(3)) == ("198.51.0.3", False)

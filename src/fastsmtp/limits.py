@@ -29,7 +29,7 @@ from collections.abc import Callable
 from .config import Settings
 from .protocol import replies as R
 from .protocol.replies import Reply
-from .relay import RelayPolicy, client_ip
+from .relay import RelayPolicy
 
 __all__ = ["ConnectionLimits"]
 
@@ -81,9 +81,9 @@ class ConnectionLimits:
             return R.too_many_connections(self._hostname), None
         key = None
         if self._max_per_ip or self._rate:
-            ip = client_ip(peer)
-            if ip is not None and not self._relay.in_relay_networks(ip):
-                key = str(ip)
+            ip, trusted = self._relay.client(peer)
+            if not trusted:
+                key = ip
         if key is not None:
             if self._max_per_ip and self._per_ip.get(key, 0) >= self._max_per_ip:
                 return R.too_many_connections_from_ip(self._hostname), None

@@ -138,6 +138,15 @@ SERVERS: dict[str, ServerSpec] = {
             "fastsmtp",
             ("--workers", "2", "--loop", "uvloop"),
         ),
+        # The CLI's default log level, INFO: a log line per message (the others
+        # run at WARNING, which logs nothing per message, as aiosmtpd and
+        # smtp-sink do). Its --log-level comes after, and argparse takes the last.
+        ServerSpec(
+            "fastsmtp-info",
+            "fastsmtp uvloop INFO log",
+            "fastsmtp",
+            ("--loop", "uvloop", "--log-level", "INFO"),
+        ),
         ServerSpec("aiosmtpd", "aiosmtpd", "aiosmtpd"),
         ServerSpec("smtp-sink", "smtp-sink", "smtp-sink"),
         ServerSpec("floor", f"Python floor ({FLOOR_LOOP})", "floor", ("--loop", FLOOR_LOOP)),

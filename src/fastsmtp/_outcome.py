@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from .protocol.replies import Reply
 from .session import Envelope
 
-__all__ = ["BadOutcome", "log_message", "message_replies"]
+__all__ = ["BadOutcome", "log_accepted", "log_message", "message_replies"]
 
 log = logging.getLogger("fastsmtp")
 
@@ -67,14 +67,19 @@ def log_message(envelope: Envelope, replies: list[Reply], size: int, session_id:
         rcpt for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True) if reply.is_success
     ]
     if accepted:
-        log.info(
-            "%s: from=<%s> to=<%s> size=%d session=%s",
-            envelope.queue_id,
-            envelope.mail_from,
-            ">,<".join(accepted),
-            size,
-            session_id,
-        )
+        log_accepted(envelope, accepted, size, session_id)
     for rcpt, reply in zip(envelope.rcpt_tos, replies, strict=True):
         if not reply.is_success:
             log.info("%s: refused by handler for <%s>: %s", envelope.queue_id, rcpt, reply)
+
+
+def log_accepted(envelope: Envelope, recipients: list[str], size: int, session_id: str) -> None:
+    """The line for a message accepted for ``recipients`` (at INFO, checked by the caller)."""
+    log.info(
+        "%s: from=<%s> to=<%s> size=%d session=%s",
+        envelope.queue_id,
+        envelope.mail_from,
+        ">,<".join(recipients),
+        size,
+        session_id,
+    )

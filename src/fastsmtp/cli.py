@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
+from . import _logs
 from ._version import __version__
 from .config import ConfigError, Settings, load_toml, setting_fields
 
@@ -103,10 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import Server, run_until_signal
 
     settings = settings_from_args(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    _logs.configure(settings.log_level)
     if settings.handler_name() is None:
         raise ConfigError(
             "choose where mail goes: --maildir DIR, --mbox FILE, --sink or --print, or a "

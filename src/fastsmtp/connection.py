@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _esmtp, _pregreet
-from ._outcome import BadOutcome, log_message, message_replies
+from ._outcome import BadOutcome, log_accepted, log_message, message_replies
 from ._twin import compiled_names
 from .body import BodyReceiver, BodySink, MessageBody, release, stored
 from .handler import HookCall
@@ -448,9 +448,12 @@ class SMTPProtocol:
         conn = self.conn
         lmtp = self.server.settings.lmtp
         logged = log.isEnabledFor(_INFO)
-        if result is None and not lmtp and not logged:
+        if result is None and not lmtp:
             # The usual answer, per message: the protocol's default, 250
-            # naming the queue id, made without a Reply.
+            # naming the queue id, made without a Reply; every recipient took it.
+            if logged:
+                env = conn.envelope
+                log_accepted(env, env.rcpt_tos, size, conn.session.id)
             conn.respond()
             return
         env = conn.envelope

@@ -26,6 +26,9 @@ cdef class SMTPProtocol:
     cdef public double _last_activity, _progress
     cdef public Py_ssize_t _progress_octets
 
+    # Once per connection, from connection_made (and the gates of _pregreet).
+    cpdef _admit(self)
+    cpdef _start(self)
     cpdef data_received(self, data)
     cpdef _process(self)
     cpdef _flush(self)

@@ -12,9 +12,8 @@
 
 from fastsmtp.wire._c cimport DataDecoder as _DataDecoder, LineReader as _LineReader
 
-# blank_envelope and its tables: a C call, a C copy and a C loop.
+# blank_envelope and its table: a C call and a C copy.
 cdef dict _BLANK
-cdef tuple _FACTORIES
 cpdef blank_envelope()
 
 cdef class ServerConnection:

@@ -125,24 +125,35 @@ _DATA_ERRORS = {
 }
 
 
-# An Envelope() instance's attributes, and the fields that need new containers.
+# An Envelope() instance's attributes. blank_envelope gives the fields that
+# need new containers their own, made in place: checked here against Envelope.
 _BLANK: dict[str, Any] = Envelope().__dict__
-_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
-    (f.name, f.default_factory) for f in fields(Envelope) if f.default_factory is not MISSING
-)
+_CONTAINERS: dict[str, object] = {
+    "mail_options": dict,
+    "rcpt_tos": list,
+    "rcpt_options": list,
+    "rcpt_dsn": list,
+}
+if {f.name: f.default_factory for f in fields(Envelope) if f.default_factory is not MISSING} != (
+    _CONTAINERS
+):
+    raise RuntimeError("blank_envelope makes other containers than Envelope's fields: update it")
 
 
 def blank_envelope() -> Envelope:
-    """``Envelope()`` at a third of its cost: the connection makes one per message.
+    """``Envelope()`` at a fifth of its cost: the connection makes one per message.
 
     The dataclass's ``__init__`` assigns its 13 fields one by one and calls
     the ``content`` descriptor; this copies the attributes of a blank one
-    (in C, when compiled: ``_server_c.pxd`` types the two tables).
+    and makes its four containers (in C when compiled, where calling the
+    fields' factories instead cost a third of the whole).
     """
     envelope: Envelope = object.__new__(Envelope)
     attributes = _BLANK.copy()
-    for name, factory in _FACTORIES:
-        attributes[name] = factory()
+    attributes["mail_options"] = {}
+    attributes["rcpt_tos"] = []
+    attributes["rcpt_options"] = []
+    attributes["rcpt_dsn"] = []
     envelope.__dict__ = attributes
     return envelope
 

@@ -218,12 +218,12 @@ for command in serve settings; do
     grep -q "^    $command " <<<"$usage" || fail "python -m fastsmtp --help does not document '$command'"
 done
 echo "   fastsmtp --version: $("$work/venv-c/bin/fastsmtp" --version)"
-# Left out: the queue, scheduler and crash tests, the queue and passwd CLIs and
-# the external peers, pure Python that .ci/run has just run on this build from
-# the source tree (CI's time budget); test_mta.py stays, as it serves the
-# example.toml the sdist ships.
+# Left out: the queue, scheduler and crash tests and the external peers, pure
+# Python that .ci/run has just run on this build from the source tree (CI's
+# time budget); test_mta.py stays, as it serves the example.toml the sdist
+# ships, and so do the queue and passwd CLIs' tests, which run the installed
+# package's command.
 pytest_installed "$work/venv-c" c -n auto --ignore=tests/interop \
-    --ignore=tests/cli/test_queue_cli.py --ignore=tests/cli/test_passwd.py \
     $(cd "$sdist_dir" && ls tests/delivery/test_*.py | grep -v '/test_mta\.py$' | sed 's/^/--ignore=/')
 
 step "no compiler (CC=false): the sdist installs as pure Python with one warning"

@@ -45,3 +45,21 @@ def test_queued_equals_the_reply_built_and_checked():
     assert reply.encode() == checked.encode() == b"250 2.0.0 OK: queued as 3F2A00000001\r\n"
     assert str(reply) == str(checked)
     assert reply.is_success
+
+
+def test_each_settings_object_has_its_own_profile():
+    from fastsmtp.config import Settings
+    from fastsmtp.protocol.server import ServerConnection
+    from fastsmtp.session import Session
+
+    smtp = Settings(hostname="mx.test", etrn=True, max_recipients=7)
+    lmtp = Settings(hostname="lmtp.test", lmtp=True, strict_crlf=False)
+    first = ServerConnection(smtp, Session("A"), extensions=("XTEST",))
+    again = ServerConnection(smtp, Session("B"))
+    other = ServerConnection(lmtp, Session("C"))
+    assert first._profile is again._profile is not other._profile
+    assert (first._profile.max_recipients, other._profile.strict_crlf) == (7, False)
+    assert first._extensions == ("XTEST", "ETRN") and again._extensions == ("ETRN",)
+    for conn, greeting in ((first, b"220 mx.test ESMTP"), (other, b"220 lmtp.test LMTP")):
+        conn.greet()
+        assert conn.data_to_send().startswith(greeting)

@@ -14,11 +14,23 @@ from fastsmtp.wire._c cimport DataDecoder as _DataDecoder, LineReader as _LineRe
 
 # blank_envelope and its table: a C call and a C copy.
 cdef dict _BLANK
+
+# The settings the mail path reads, as C fields; one per Settings, found in C.
+cdef class _Profile:
+    cdef readonly bint lmtp, strict_crlf, lenient_addresses, dsn, require_tls, require_auth
+    cdef readonly object max_transactions, max_recipients, max_message_size
+    cdef readonly object max_line_length, max_command_line
+    cdef readonly tuple extensions, body_types
+    cdef readonly object greeting, bye
+
+cdef dict _PROFILES
+cpdef _Profile _profile_of(settings)
 cpdef blank_envelope()
 
 cdef class ServerConnection:
     cdef dict __dict__
     cdef public object settings, session, envelope, state
+    cdef public _Profile _profile
     # The compiled wire layer's types (the twin runs only with it): their
     # per-line methods are C calls, and done and size C reads.
     cdef public _LineReader _reader

@@ -158,6 +158,50 @@ def blank_envelope() -> Envelope:
     return envelope
 
 
+class _Profile:
+    """What the connection reads of its settings on the mail path, read once per ``Settings``.
+
+    A ``Settings`` attribute costs a dict lookup, and a one-message session
+    read some 30; compiled, these are C fields (``_server_c.pxd``).
+    ``_profile_of`` keeps one per settings object.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.lmtp = settings.lmtp
+        self.strict_crlf = settings.strict_crlf
+        self.lenient_addresses = settings.lenient_addresses
+        self.dsn = settings.dsn
+        self.require_tls = settings.require_tls
+        self.require_auth = settings.require_auth
+        self.max_transactions = settings.max_transactions
+        self.max_recipients = settings.max_recipients
+        self.max_message_size = settings.max_message_size
+        self.max_line_length = settings.max_line_length
+        self.max_command_line = settings.max_command_line
+        extensions = ["ETRN"] if settings.etrn else []
+        if settings.atrn_domains:
+            extensions.append("ATRN")
+        self.extensions = tuple(extensions)
+        binary = settings.chunking and settings.binarymime
+        self.body_types = ("7BIT", "8BITMIME", "BINARYMIME") if binary else ("7BIT", "8BITMIME")
+        self.greeting = R.greeting(settings.hostname, "LMTP" if settings.lmtp else "ESMTP")
+        self.bye = R.bye(settings.hostname)
+
+
+# id(settings) -> (settings, profile); the entry holds the settings, so that
+# their id is not reused for others while it is kept.
+_PROFILES: dict[int, tuple[Settings, _Profile]] = {}
+
+
+def _profile_of(settings: Settings) -> _Profile:
+    known = _PROFILES.get(id(settings))
+    if known is None:
+        if len(_PROFILES) >= 64:
+            _PROFILES.clear()
+        known = _PROFILES[id(settings)] = (settings, _Profile(settings))
+    return known[1]
+
+
 class ServerConnection:
     """One server-side SMTP connection, without I/O (see the module doc)."""
 
@@ -177,10 +221,11 @@ class ServerConnection:
             names = sorted(t.__name__ for t in AUTO_ACCEPTABLE)
             raise ValueError(f"auto_accept takes only {names}")
         self.settings = settings
+        profile = self._profile = _profile_of(settings)
         self.session = session
         self.envelope = blank_envelope()
         self.state = _CONNECTED
-        self._reader = LineReader(settings.max_command_line, settings.strict_crlf)
+        self._reader = LineReader(profile.max_command_line, profile.strict_crlf)
         self._decoder: DataDecoder | None = None
         self._keep_body = keep_body
         # Decisions nobody takes: answered at once with their default (see _decide).
@@ -207,14 +252,8 @@ class ServerConnection:
         self._junk = 0  # NOOP-like commands since the last message (see _count_junk)
         self._transactions = 0  # MAIL commands accepted (max_transactions)
         self._out: list[bytes] = []
-        self._extensions = (*extensions, "ETRN") if settings.etrn else tuple(extensions)
-        if settings.atrn_domains:
-            self._extensions += ("ATRN",)
-        self._body_types = (
-            ("7BIT", "8BITMIME", "BINARYMIME")
-            if settings.chunking and settings.binarymime
-            else ("7BIT", "8BITMIME")
-        )
+        self._extensions = (*extensions, *profile.extensions) if extensions else profile.extensions
+        self._body_types = profile.body_types
         # STARTTLS is offered when the I/O layer can do it and TLS is not on yet.
         self._starttls = starttls and not session.tls
         self._relay = relay if relay is not None and relay.enabled else None
@@ -242,8 +281,7 @@ class ServerConnection:
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting, or ``reply`` (4xx/5xx) to refuse the client and close."""
         if reply is None or reply.code < 400:
-            protocol = "LMTP" if self.settings.lmtp else "ESMTP"
-            self._send(reply or R.greeting(self.settings.hostname, protocol))
+            self._send(reply or self._profile.greeting)
         else:
             self._send(reply)
             self.state = State.CLOSED
@@ -350,7 +388,7 @@ class ServerConnection:
         if event is None:
             raise RuntimeError("no decision is pending")
         if type(event) is MessageEnd:
-            if self.settings.lmtp:
+            if self._profile.lmtp:
                 # RFC 2033 §4.2: one reply per recipient, here all the same.
                 self.respond_recipients([reply] * len(self.envelope.rcpt_tos))
                 return
@@ -457,7 +495,7 @@ class ServerConnection:
         if self.state is State.AUTH:  # an error ends the AUTH exchange
             self._sasl = None
             self.state = State.READY
-        if reply is R.NEED_HELO and self.settings.lmtp:
+        if reply is R.NEED_HELO and self._profile.lmtp:
             reply = R.NEED_LHLO
         self._send(reply)
         return self._count_error()
@@ -523,17 +561,18 @@ class ServerConnection:
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
 
     def _mail(self, args: bytes) -> Event | None:
-        limit = self.settings.max_transactions
+        profile = self._profile
+        limit = profile.max_transactions
         if limit and self._transactions >= limit:
             # RFC 5321 §4.3.2 allows 421 to MAIL; the client reconnects for the rest.
             self._send(R.too_many_transactions(self.settings.hostname))
             return self._close("too many transactions")
-        if self.settings.require_tls and not self.session.tls:
+        if profile.require_tls and not self.session.tls:
             return self._bad(R.TLS_REQUIRED)
-        if self.settings.require_auth and not self.session.auth:
+        if profile.require_auth and not self.session.auth:
             return self._bad(R.AUTH_REQUIRED)
         try:
-            address, params = parse_mail(args, lenient=self.settings.lenient_addresses)
+            address, params = parse_mail(args, lenient=profile.lenient_addresses)
         except ParseError as exc:
             return self._bad(_MAIL_ERRORS[exc.kind])
         dsn: dict[str, str] = {}
@@ -565,7 +604,7 @@ class ServerConnection:
             if key == "SIZE":  # RFC 1870 §6
                 if value is None or not value.isdigit():
                     return R.BAD_SIZE
-                if int(value) > settings.max_message_size:
+                if int(value) > self._profile.max_message_size:
                     return R.MESSAGE_TOO_BIG
             elif key == "BODY" and settings.eightbitmime:  # RFC 6152, RFC 3030 §3
                 if value is None or value.upper() not in self._body_types:
@@ -576,7 +615,7 @@ class ServerConnection:
             elif key == "AUTH" and self._auth_offered:  # RFC 4954 §5: taken, not trusted
                 if value is None:
                     return R.BAD_PARAMETER
-            elif key in _MAIL_DSN and settings.dsn:  # RFC 3461 §4.3, §4.4
+            elif key in _MAIL_DSN and self._profile.dsn:  # RFC 3461 §4.3, §4.4
                 try:
                     dsn[key] = _MAIL_DSN[key](value)
                 except ValueError:
@@ -586,19 +625,20 @@ class ServerConnection:
         return None
 
     def _rcpt(self, args: bytes) -> Event | None:
+        profile = self._profile
         try:
             address, params = parse_rcpt(
-                args, utf8=self.envelope.smtputf8, lenient=self.settings.lenient_addresses
+                args, utf8=self.envelope.smtputf8, lenient=profile.lenient_addresses
             )
         except ParseError as exc:
             return self._bad(_RCPT_ERRORS[exc.kind])
-        if params and (not self.settings.dsn or not params.keys() <= _RCPT_DSN):
+        if params and (not profile.dsn or not params.keys() <= _RCPT_DSN):
             return self._bad(R.UNKNOWN_PARAMETER)
         try:
             dsn = recipient_dsn(params) if params else NO_DSN
         except ValueError:
             return self._bad(R.BAD_DSN_PARAMETER)
-        if len(self.envelope.rcpt_tos) >= self.settings.max_recipients:
+        if len(self.envelope.rcpt_tos) >= profile.max_recipients:
             # RFC 5321 §4.5.3.1.8: 452 and the client may retry the rest later.
             self._send(R.TOO_MANY_RECIPIENTS)
             return None
@@ -618,11 +658,11 @@ class ServerConnection:
             return self._bad(R.NO_ARGUMENTS)
         if self.envelope.body_type == "BINARYMIME":
             return self._bad(R.BINARYMIME_NEEDS_BDAT)  # RFC 3030 §3
-        settings = self.settings
+        profile = self._profile
         self._decoder = DataDecoder(
-            settings.max_message_size,
-            settings.max_line_length,
-            settings.strict_crlf,
+            profile.max_message_size,
+            profile.max_line_length,
+            profile.strict_crlf,
             self._keep_body,
         )
         self.state = _DATA
@@ -647,7 +687,7 @@ class ServerConnection:
     def _quit(self, args: bytes) -> Event | None:
         if args:
             return self._bad(R.NO_ARGUMENTS)
-        self._send(R.bye(self.settings.hostname))
+        self._send(self._profile.bye)
         return self._close("QUIT")
 
     @property

@@ -84,8 +84,11 @@ def _accept(conn: ServerConnection, verb: str, host_name: str, reply: Reply | No
     conn.state = State.READY
     if extended:
         extensions = ("STARTTLS", *conn._extensions) if conn._starttls else conn._extensions
-        if conn._auth_offered:
+        if conn._auth_mechanisms and conn._auth_offered:
             extensions = (*extensions, "AUTH " + " ".join(conn._auth_mechanisms))
+        profile = conn._profile
+        if extensions is profile.extensions:  # the usual case: made with the profile
+            return profile.ehlo
         return ehlo_reply(conn.settings, extensions)
     return reply or R.helo_ok(conn.settings.hostname)
 

@@ -182,6 +182,7 @@ class _Profile:
         if settings.atrn_domains:
             extensions.append("ATRN")
         self.extensions = tuple(extensions)
+        self.ehlo = ehlo_reply(settings, self.extensions)  # when nothing else is offered
         binary = settings.chunking and settings.binarymime
         self.body_types = ("7BIT", "8BITMIME", "BINARYMIME") if binary else ("7BIT", "8BITMIME")
         self.greeting = R.greeting(settings.hostname, "LMTP" if settings.lmtp else "ESMTP")

@@ -10,7 +10,7 @@ Nothing here runs per command. A connection only raises flags: ``_heard``
 per read, ``_answered`` per write; the next sweep stamps them with its one
 reading of the clock. Measured with Callgrind, a timer per connection
 (uvloop's ``call_at`` and its cancel) and a clock reading per read and per
-write cost ~10% of a one-message session's instructions. A deadline can
+write cost ~8% of a one-message session's instructions. A deadline can
 pass up to two intervals late, never early.
 """
 

@@ -60,6 +60,10 @@ def test_each_settings_object_has_its_own_profile():
     assert first._profile is again._profile is not other._profile
     assert (first._profile.max_recipients, other._profile.strict_crlf) == (7, False)
     assert first._extensions == ("XTEST", "ETRN") and again._extensions == ("ETRN",)
+    profile = first._profile
+    plain, tls = profile.ehlo_for(("ETRN",)), profile.ehlo_for(("STARTTLS", "ETRN"))
+    assert profile.ehlo_for(("ETRN",)) is plain and plain is not tls
+    assert tls.text.splitlines()[-2:] == ["STARTTLS", "ETRN"]
     for conn, greeting in ((first, b"220 mx.test ESMTP"), (other, b"220 lmtp.test LMTP")):
         conn.greet()
         assert conn.data_to_send().startswith(greeting)

@@ -86,36 +86,16 @@ def _accept(conn: ServerConnection, verb: str, host_name: str, reply: Reply | No
         extensions = ("STARTTLS", *conn._extensions) if conn._starttls else conn._extensions
         if conn._auth_mechanisms and conn._auth_offered:
             extensions = (*extensions, "AUTH " + " ".join(conn._auth_mechanisms))
-        profile = conn._profile
-        if extensions is profile.extensions:  # the usual case: made with the profile
-            return profile.ehlo
-        return ehlo_reply(conn.settings, extensions)
+        return conn._profile.ehlo_for(extensions)
     return reply or R.helo_ok(conn.settings.hostname)
-
-
-# (id(settings), extensions) -> (settings, reply). The entry holds the
-# settings, so that their id is not reused for others while it is cached.
-_EHLO_REPLIES: dict[tuple[int, tuple[str, ...]], tuple[Settings, Reply]] = {}
 
 
 def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
     """The EHLO reply: the host name, then the extensions actually enabled.
 
-    Made once per configuration and extension list, and remembered by the
-    settings' identity (an ``lru_cache`` keyed by the nine settings it reads
-    cost more per lookup). ``ServerConnection`` takes the usual one from its
-    settings profile.
+    ``ServerConnection`` makes each one once per settings object and
+    extension list (its settings profile's ``ehlo_for``).
     """
-    key = (id(settings), tuple(extensions))
-    known = _EHLO_REPLIES.get(key)
-    if known is None:
-        if len(_EHLO_REPLIES) >= 64:
-            _EHLO_REPLIES.clear()
-        known = _EHLO_REPLIES[key] = (settings, _build_ehlo_reply(settings, key[1]))
-    return known[1]
-
-
-def _build_ehlo_reply(settings: Settings, extensions: tuple[str, ...]) -> Reply:
     lines = [settings.hostname]
     if settings.pipelining:
         lines.append("PIPELINING")

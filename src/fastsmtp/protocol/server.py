@@ -182,25 +182,35 @@ class _Profile:
         if settings.atrn_domains:
             extensions.append("ATRN")
         self.extensions = tuple(extensions)
-        self.ehlo = ehlo_reply(settings, self.extensions)  # when nothing else is offered
+        self._settings = settings
+        self._ehlo: dict[tuple[str, ...], Reply] = {}  # extension list -> EHLO reply
         binary = settings.chunking and settings.binarymime
         self.body_types = ("7BIT", "8BITMIME", "BINARYMIME") if binary else ("7BIT", "8BITMIME")
         self.greeting = R.greeting(settings.hostname, "LMTP" if settings.lmtp else "ESMTP")
         self.bye = R.bye(settings.hostname)
 
+    def ehlo_for(self, extensions: tuple[str, ...]) -> Reply:
+        """The EHLO reply offering ``extensions``, made once per list."""
+        reply = self._ehlo.get(extensions)
+        if reply is None:
+            if len(self._ehlo) >= 64:
+                self._ehlo.clear()
+            reply = self._ehlo[extensions] = ehlo_reply(self._settings, extensions)
+        return reply
 
-# id(settings) -> (settings, profile); the entry holds the settings, so that
-# their id is not reused for others while it is kept.
-_PROFILES: dict[int, tuple[Settings, _Profile]] = {}
+
+# id(settings) -> profile. The profile holds its settings, so that their id
+# is not reused for others while it is kept.
+_PROFILES: dict[int, _Profile] = {}
 
 
 def _profile_of(settings: Settings) -> _Profile:
-    known = _PROFILES.get(id(settings))
-    if known is None:
+    profile = _PROFILES.get(id(settings))
+    if profile is None:
         if len(_PROFILES) >= 64:
             _PROFILES.clear()
-        known = _PROFILES[id(settings)] = (settings, _Profile(settings))
-    return known[1]
+        profile = _PROFILES[id(settings)] = _Profile(settings)
+    return profile
 
 
 class ServerConnection:

@@ -57,6 +57,8 @@ cdef class ServerConnection:
     cpdef _send(self, reply)
     cpdef _decide(self, event)
     cpdef _accepted(self, reply)
+    cpdef _hello(self, verb, args)
+    cpdef _greeted(self, verb, host_name, reply)
     cpdef _wait(self, event)
     cpdef _take_mail(self, address, options, ret, envid)
     cpdef _take_rcpt(self, address, options, dsn)

@@ -2,7 +2,7 @@
 
 An LMTP server answers the end of a message once per accepted recipient,
 in their order, so that each one's delivery is known. LHLO, LMTP's EHLO,
-is in ``protocol.hello``.
+is ``ServerConnection``'s (``protocol.server``).
 
 ``respond_recipients`` takes the connection as its first argument: it is
 the method the connection binds.

@@ -14,6 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["Reply"]
 
@@ -84,6 +88,32 @@ def greeting(hostname: str, protocol: str = "ESMTP") -> Reply:
 def helo_ok(hostname: str) -> Reply:
     """250 to HELO: our name; no enhanced code (RFC 2034 §3)."""
     return Reply(250, None, hostname)
+
+
+def ehlo_reply(settings: Settings, extensions: Sequence[str] = ()) -> Reply:
+    """250 to EHLO/LHLO: our name, then the extensions actually enabled.
+
+    ``ServerConnection`` makes each one once per settings object and
+    extension list (its settings profile's ``ehlo_for``).
+    """
+    lines = [settings.hostname]
+    if settings.pipelining:
+        lines.append("PIPELINING")
+    lines.append(f"SIZE {settings.max_message_size}")
+    if settings.eightbitmime:
+        lines.append("8BITMIME")
+    if settings.smtputf8:
+        lines.append("SMTPUTF8")
+    if settings.dsn:
+        lines.append("DSN")
+    if settings.chunking:
+        lines.append("CHUNKING")
+        if settings.binarymime:
+            lines.append("BINARYMIME")
+    lines.append("ENHANCEDSTATUSCODES")
+    lines.extend(extensions)
+    # RFC 2034 §3: no enhanced code on the EHLO reply.
+    return Reply(250, None, "\n".join(lines))
 
 
 @lru_cache(maxsize=64)

@@ -5,8 +5,10 @@
 # slots. Its ServerConnection is typed, so the per-read calls into the
 # compiled state machine (declared cpdef in _server_c.pxd) are C calls, not
 # attribute lookups. The flags are C ints and the clock readings doubles;
-# the rest are plain objects. An attribute not listed here still works,
-# through the __dict__, slower: one that the class sets belongs here.
+# the rest are plain objects. The type has no __dict__ of its own (see
+# _server_c.pxd for why); BufferedSMTPProtocol, its Python subclass, has
+# one made only when an attribute not listed here is set, which makes
+# every cpdef call slower: one that the class sets belongs here.
 # data_received, _process and _flush are cpdef: the per-read path calls them
 # directly, and a subclass (or a test's monkeypatch) can still replace them.
 
@@ -17,7 +19,6 @@ cdef str _ID_PREFIX
 cdef unsigned long long _last_id
 
 cdef class SMTPProtocol:
-    cdef dict __dict__
     cdef public _CompiledConnection conn
     cdef public object server, hooks, transport, _body, _timer, _loop, _buffer
     cdef public object _gate, _proxy, _limit_key

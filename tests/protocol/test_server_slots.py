@@ -9,6 +9,13 @@ import os
 
 import pytest
 
+from fastsmtp.config import Settings
+from fastsmtp.protocol.events import NEED_DATA, Hello
+from fastsmtp.protocol.replies import Reply
+from fastsmtp.protocol.server import ServerConnection
+from fastsmtp.session import Session
+from smtp_replies import parse_replies
+
 
 def test_compiled_connection_keeps_its_state_in_declared_slots(connect) -> None:
     # protocol/_server_c.pxd declares ServerConnection's attributes so the
@@ -29,3 +36,24 @@ def test_compiled_connection_keeps_its_state_in_declared_slots(connect) -> None:
     assert not hasattr(smtp.conn, "__dict__")
     with pytest.raises(AttributeError):
         smtp.conn.undeclared = True
+
+
+def test_a_subclass_keeps_its_own_attributes_and_its_overrides_take_effect() -> None:
+    # Compiled, ServerConnection has no instance dict and its methods are
+    # C calls from inside the type; a Python subclass gets a dict, and the
+    # compiled code calls the subclass's override (here of the one method
+    # every reply goes through), in both twins.
+    class Recording(ServerConnection):
+        def _send(self, reply: Reply) -> None:
+            self.sent.append(reply.code)
+            super()._send(reply)
+
+    conn = Recording(Settings(hostname="mx.test"), Session(id="S1"))
+    conn.sent = []
+    conn.greet()
+    conn.receive_data(b"EHLO client.test\r\nNOOP\r\n")
+    assert isinstance(conn.next_event(), Hello)
+    conn.respond()
+    assert conn.next_event() is NEED_DATA
+    assert conn.sent == [220, 250, 250]
+    assert [r.code for r in parse_replies(conn.data_to_send())] == [220, 250, 250]

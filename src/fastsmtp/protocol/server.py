@@ -570,9 +570,9 @@ class ServerConnection:
 
     # --- commands (RFC 5321 §4.1.1) -------------------------------------
 
-    # --- HELO, EHLO, LHLO (RFC 5321 §4.1.1.1, RFC 2033 §4.1) ------------------
-    # Here, not in a module beside: compiled, an auto-accepted EHLO costs a
-    # third less than as interpreted functions of the connection.
+    # HELO, EHLO and LHLO (RFC 5321 §4.1.1.1, RFC 2033 §4.1) are here, not in
+    # a module beside: compiled, an auto-accepted EHLO costs a third less
+    # than as interpreted functions of the connection.
     def _helo(self, args: bytes) -> Event | None:
         if self._profile.lmtp:
             return self._bad(R.LMTP_NEEDS_LHLO)

@@ -26,7 +26,7 @@ cdef class _Profile:
     cdef readonly object max_transactions, max_recipients, max_message_size
     cdef readonly object max_line_length, max_command_line
     cdef readonly tuple extensions, body_types
-    cdef readonly object greeting, bye
+    cdef readonly object greeting, helo, bye
     cdef object _settings
     cdef dict _ehlo
     cpdef ehlo_for(self, extensions)

@@ -186,6 +186,7 @@ class _Profile:
         binary = settings.chunking and settings.binarymime
         self.body_types = ("7BIT", "8BITMIME", "BINARYMIME") if binary else ("7BIT", "8BITMIME")
         self.greeting = R.greeting(settings.hostname, "LMTP" if settings.lmtp else "ESMTP")
+        self.helo = R.helo_ok(settings.hostname)
         self.bye = R.bye(settings.hostname)
 
     def ehlo_for(self, extensions: tuple[str, ...]) -> Reply:
@@ -626,7 +627,7 @@ class ServerConnection:
             if self._auth_mechanisms and self._auth_offered:
                 extensions = (*extensions, "AUTH " + " ".join(self._auth_mechanisms))
             return self._profile.ehlo_for(extensions)
-        return reply or R.helo_ok(self.settings.hostname)
+        return reply or self._profile.helo
 
     def _mail(self, args: bytes) -> Event | None:
         profile = self._profile
